@@ -1,0 +1,99 @@
+"""The `dgemma` command: one entry point, a subcommand per job.
+
+Every failure a user can cause ends in one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from typing import Any
+
+from dgemma.config import SamplerConfig
+
+EXIT_USAGE = 2
+
+
+def add_sampler_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per SamplerConfig field, spelled with underscores (as in the API) or dashes."""
+    group = parser.add_argument_group("diffusion sampler (defaults from generation_config.json)")
+    for f in dataclasses.fields(SamplerConfig):
+        flags = [f"--{f.name}"]
+        if "_" in f.name:
+            flags.append(f"--{f.name.replace('_', '-')}")
+        group.add_argument(*flags, dest=f.name, type=type(f.default), default=None, help=f.metadata.get("help"))
+
+
+def sampler_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(SamplerConfig) if getattr(args, f.name) is not None}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dgemma", description="DiffusionGemma: block-diffusion text generation")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="generate text from a prompt")
+    gen.add_argument("prompts", nargs="+", metavar="PROMPT", help="prompt text ('-' reads stdin); several make a batch")
+    gen.add_argument("--model", required=True, help="checkpoint directory (Hugging Face layout)")
+    gen.add_argument("--mode", choices=["diffusion", "ar"], default="diffusion", help="block diffusion or next-token decoding")
+    gen.add_argument("--raw", action="store_true", help="tokenize the prompt as is, without the chat template")
+    gen.add_argument("--max-new-tokens", "--max_new_tokens", dest="max_new_tokens", type=int, default=None)
+    gen.add_argument("--seed", type=int, default=0, help="random seed (prompt i uses seed + i)")
+    gen.add_argument("--temperature", type=float, default=0.0, help="--mode ar only: 0 is greedy")
+    gen.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
+    gen.add_argument("--device", default="cpu")
+    gen.add_argument("--json", action="store_true", help="print ids, text and stats as one JSON object")
+    gen.add_argument("--show-steps", action="store_true", help="show the canvas being refined, live")
+    add_sampler_flags(gen)
+    return parser
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    import dgemma
+
+    prompts = [sys.stdin.read() if p == "-" else p for p in args.prompts]
+    model = dgemma.load(args.model, dtype=args.dtype, device=args.device)
+    kwargs = dict(
+        max_new_tokens=args.max_new_tokens, seed=args.seed, raw=args.raw, temperature=args.temperature,
+        **sampler_overrides(args),
+    )
+    if args.show_steps and model.codec is not None:
+        from rich.console import Console
+
+        from dgemma.live import show_live
+
+        events = model.stream(prompts, mode=args.mode, drafts=True, **kwargs)
+        done = show_live(events, model.codec, len(prompts), Console(stderr=args.json))
+        out = model.finish(done.completions)
+    else:
+        out = model.generate(prompts, mode=args.mode, **kwargs)
+    if args.json:
+        results = [
+            {"text": t, "token_ids": ids, "finish_reason": f.value, "stats": s.to_dict()}
+            for t, ids, f, s in zip(out.texts, out.token_ids, out.finish_reasons, out.stats, strict=True)
+        ]
+        print(json.dumps(results[0] if len(results) == 1 else {"results": results}))
+    elif not args.show_steps:
+        for text in out.texts:
+            print(text)
+    return 0
+
+
+COMMANDS = {"generate": cmd_generate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, OSError) as err:
+        print(f"dgemma: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""What the generation loops report while they run; any consumer (CLI view, server stream) takes these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from dgemma.engine.results import Completion
+
+
+@dataclass(frozen=True)
+class DraftEvent:
+    """After a denoising step: the canvas as the model currently reads it (its argmax)."""
+
+    row: int
+    canvas_index: int
+    step: int
+    tokens: torch.Tensor  # (C,) on the CPU
+    num_accepted: int
+
+
+@dataclass(frozen=True)
+class CommitEvent:
+    """A canvas (diffusion) or a token (autoregressive) became final; `tokens` are the kept ones."""
+
+    row: int
+    canvas_index: int
+    tokens: list[int]
+    steps: int
+
+
+@dataclass(frozen=True)
+class DoneEvent:
+    """The last event of a run: one completion per request, in request order."""
+
+    completions: list[Completion]
+
+
+Event = DraftEvent | CommitEvent | DoneEvent

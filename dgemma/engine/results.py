@@ -1,0 +1,38 @@
+"""Result types of a generation run."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+
+
+class FinishReason(str, Enum):
+    STOP = "stop"  # an end-of-sequence token
+    LENGTH = "length"  # max_new_tokens reached
+
+
+@dataclass
+class RowStats:
+    """Per request: canvases and denoising steps (diffusion), forward passes and phase wall times in seconds."""
+
+    canvases: int = 0
+    steps_per_canvas: list[int] = field(default_factory=list)
+    decoder_forwards: int = 0
+    prefill_s: float = 0.0
+    denoise_s: float = 0.0
+    commit_s: float = 0.0
+    num_tokens: int = 0
+
+    @property
+    def tokens_per_forward(self) -> float:
+        return self.num_tokens / self.decoder_forwards if self.decoder_forwards else 0.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "tokens_per_forward": self.tokens_per_forward}
+
+
+@dataclass
+class Completion:
+    token_ids: list[int]
+    finish_reason: FinishReason
+    stats: RowStats

@@ -1,0 +1,167 @@
+"""Attention over a slot-addressed KV store, and the per-pass plans that say what each query sees.
+
+The store keeps, for every layer, keys and values of shape (R, S, Hkv, D): R request rows, S slots.
+Row r holds its committed tokens in slots [0, L_r); slot index == position id. A pass writes its own
+keys into the store first and then attends over a slot range, so one code path serves:
+
+- the encoder (prompt prefill, canvas commit): causal, sliding layers see the last W positions
+  (the reference's `sliding_window_causal_mask_function`), and L_r advances afterwards;
+- the decoder (a denoising step): the canvas is written as scratch into [L_r, L_r + C), attended
+  bidirectionally; sliding layers see the last W - 1 committed slots plus the whole canvas, which
+  is what the reference's `DynamicSlidingWindowLayer` keeps (W - 1 tokens) and its decoder mask
+  allows. L_r does not advance: the next commit overwrites the scratch.
+
+Plans hold only index tensors and masks; they are built once per pass and shared by all layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dgemma.config import LayerSpec, ModelConfig
+from dgemma.model.layers import RMSNorm, apply_rope
+
+
+@dataclass
+class KVStore:
+    """Per-layer key and value buffers, each (R, S, Hkv, D)."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+
+    @property
+    def num_rows(self) -> int:
+        return self.keys[0].shape[0]
+
+    @property
+    def num_slots(self) -> int:
+        return self.keys[0].shape[1]
+
+
+@dataclass
+class AttentionPlan:
+    """Where one pass writes its keys and which slots each of its queries may read."""
+
+    positions: torch.Tensor  # (b, T) position ids == slots
+    rows: torch.Tensor | None  # (b,) store rows of this pass; None: all rows, in order
+    write_index: torch.Tensor  # (N,) flat row * S + slot of each stored token
+    write_source: torch.Tensor | None  # (N,) index into the b * T tokens; None: all of them
+    ranges: dict[bool, tuple[int, int]]  # is_sliding -> slot range [start, end) read by the pass
+    masks: dict[bool, torch.Tensor | None]  # is_sliding -> (b, 1, T, end - start) bool, None: all
+
+
+def _rows_or_arange(rows: torch.Tensor | None, b: int, device: torch.device) -> torch.Tensor:
+    return torch.arange(b, device=device) if rows is None else rows
+
+
+def encoder_plan(
+    lengths: torch.Tensor, counts: torch.Tensor, num_tokens: int, window: int, num_slots: int, rows: torch.Tensor | None
+) -> AttentionPlan:
+    """Causal pass over `counts[r]` new tokens per row (right-padded to `num_tokens`), after `lengths[r]`."""
+    device = lengths.device
+    b = lengths.shape[0]
+    offsets = torch.arange(num_tokens, device=device)
+    positions = lengths[:, None] + offsets  # (b, T)
+    valid = offsets[None, :] < counts[:, None]
+    row_ids = _rows_or_arange(rows, b, device)
+    flat = row_ids[:, None] * num_slots + positions
+    all_valid = bool(valid.all())
+    write_source = None if all_valid else valid.reshape(-1).nonzero().squeeze(-1)
+    write_index = flat.reshape(-1) if all_valid else flat.reshape(-1)[write_source]
+    end = int((lengths + counts).max())
+    ranges, masks = {}, {}
+    for sliding in (False, True):
+        start = max(0, int(lengths.min()) - window + 1) if sliding else 0
+        keys = torch.arange(start, end, device=device)[None, None, None, :]
+        q = positions[:, None, :, None]
+        mask = keys <= q
+        if sliding:
+            mask = mask & (keys > q - window)
+        ranges[sliding], masks[sliding] = (start, end), mask
+    return AttentionPlan(positions, rows, write_index, write_source, ranges, masks)
+
+
+def decoder_plan(
+    lengths: torch.Tensor, canvas_length: int, window: int, num_slots: int, rows: torch.Tensor | None
+) -> AttentionPlan:
+    """Bidirectional pass of a canvas written as scratch right after each row's committed slots."""
+    device = lengths.device
+    b = lengths.shape[0]
+    positions = lengths[:, None] + torch.arange(canvas_length, device=device)
+    row_ids = _rows_or_arange(rows, b, device)
+    write_index = (row_ids[:, None] * num_slots + positions).reshape(-1)
+    uniform = bool((lengths == lengths[0]).all())
+    end = int(lengths.max()) + canvas_length
+    ranges, masks = {}, {}
+    for sliding in (False, True):
+        lower = (lengths - (window - 1)).clamp(min=0) if sliding else torch.zeros_like(lengths)
+        start = int(lower.min())
+        ranges[sliding] = (start, end)
+        if uniform:
+            masks[sliding] = None
+            continue
+        keys = torch.arange(start, end, device=device)[None, :]
+        mask = (keys >= lower[:, None]) & (keys < (lengths + canvas_length)[:, None])
+        masks[sliding] = mask[:, None, None, :]
+    return AttentionPlan(positions, rows, write_index, None, ranges, masks)
+
+
+class Attention(nn.Module):
+    """Grouped-query attention with q/k/v norms, scale 1.0, and values = keys where there is no v_proj."""
+
+    def __init__(self, config: ModelConfig, spec: LayerSpec):
+        super().__init__()
+        self.is_sliding = spec.is_sliding
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = spec.num_kv_heads
+        self.head_dim = spec.head_dim
+        H, D, bias = config.hidden_size, spec.head_dim, config.attention_bias
+        self.q_proj = nn.Linear(H, self.num_heads * D, bias=bias)
+        self.k_proj = nn.Linear(H, self.num_kv_heads * D, bias=bias)
+        self.v_proj = nn.Linear(H, self.num_kv_heads * D, bias=bias) if spec.has_v_proj else None
+        self.o_proj = nn.Linear(self.num_heads * D, H, bias=bias)
+        self.q_norm = RMSNorm(D, config.rms_norm_eps)
+        self.k_norm = RMSNorm(D, config.rms_norm_eps)
+        self.v_norm = RMSNorm(D, config.rms_norm_eps, with_scale=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        store_k: torch.Tensor,
+        store_v: torch.Tensor,
+        plan: AttentionPlan,
+    ) -> torch.Tensor:
+        b, T, _ = x.shape
+        q = self.q_proj(x).view(b, T, self.num_heads, self.head_dim)
+        q = apply_rope(self.q_norm(q), cos, sin).transpose(1, 2)  # (b, Hq, T, D)
+        k = self.k_proj(x).view(b, T, self.num_kv_heads, self.head_dim)
+        v = k if self.v_proj is None else self.v_proj(x).view(b, T, self.num_kv_heads, self.head_dim)
+        k = apply_rope(self.k_norm(k), cos, sin)
+        v = self.v_norm(v)
+        self._store(store_k, k, plan)
+        self._store(store_v, v, plan)
+        keys, values = self._read(store_k, plan), self._read(store_v, plan)
+        out = F.scaled_dot_product_attention(
+            q, keys, values, attn_mask=plan.masks[self.is_sliding], scale=1.0, enable_gqa=True
+        )
+        return self.o_proj(out.transpose(1, 2).reshape(b, T, -1))
+
+    @staticmethod
+    def _store(store: torch.Tensor, new: torch.Tensor, plan: AttentionPlan) -> None:
+        src = new.reshape(-1, *new.shape[2:])
+        if plan.write_source is not None:
+            src = src[plan.write_source]
+        store.view(-1, *store.shape[2:]).index_copy_(0, plan.write_index, src)
+
+    def _read(self, store: torch.Tensor, plan: AttentionPlan) -> torch.Tensor:
+        start, end = plan.ranges[self.is_sliding]
+        window = store[:, start:end]
+        if plan.rows is not None:
+            window = window.index_select(0, plan.rows)
+        return window.transpose(1, 2)  # (b, Hkv, K, D)

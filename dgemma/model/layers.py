@@ -1,0 +1,128 @@
+"""Small modules of the DiffusionGemma text stack: norm, rotary tables, dense MLP, router and experts.
+
+Numerics follow the reference (transformers 5.23.0, `modeling_diffusion_gemma.py`): norms run in
+float32 and multiply by `weight` (not `1 + weight`), the router softmax runs in float32, and expert
+outputs are accumulated in ascending expert order so sums round the same way.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dgemma.config import ModelConfig, RopeSpec, RopeType
+
+
+def activation(name: str):
+    """The MLP activation named in the config."""
+    if name == "gelu_pytorch_tanh":
+        return lambda x: F.gelu(x, approximate="tanh")
+    return {"gelu": F.gelu, "silu": F.silu, "relu": F.relu}[name]
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float, with_scale: bool = True):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim)) if with_scale else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        h = h * torch.pow(h.pow(2).mean(-1, keepdim=True) + self.eps, -0.5)
+        if self.weight is not None:
+            h = h * self.weight.float()
+        return h.type_as(x)
+
+
+def rope_inv_freq(spec: RopeSpec, head_dim: int) -> torch.Tensor:
+    """Inverse frequencies, length head_dim // 2; proportional RoPE leaves the tail unrotated (zeros)."""
+    if spec.rope_type is RopeType.DEFAULT:
+        exponents = torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim
+        return 1.0 / (spec.theta**exponents) / spec.factor
+    rotated = int(spec.partial_rotary_factor * head_dim // 2)
+    exponents = torch.arange(0, 2 * rotated, 2, dtype=torch.int64).float() / head_dim
+    inv = 1.0 / (spec.theta**exponents)
+    inv = torch.cat([inv, torch.zeros(head_dim // 2 - rotated)])
+    return inv / spec.factor
+
+
+def rope_tables(inv_freq: torch.Tensor, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of shape (B, T, D) for integer positions (B, T)."""
+    freqs = positions[..., None].float() * inv_freq.float()
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, T, H, D) by tables (B, T, D), pairing dimension i with i + D/2."""
+    cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+class GatedMLP(nn.Module):
+    """down(act(gate(x)) * up(x)): the shared dense MLP and the self-conditioning block."""
+
+    def __init__(self, hidden: int, intermediate: int, act_name: str):
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.up_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.down_proj = nn.Linear(intermediate, hidden, bias=False)
+        self.act = activation(act_name)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Router(nn.Module):
+    """Softmax top-k routing with renormalised weights and a learned per-expert scale."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.top_k = config.top_k_experts
+        self.root_size = config.hidden_size**-0.5
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, with_scale=False)
+        self.proj = nn.Linear(config.hidden_size, config.num_experts, bias=False)
+        self.scale = nn.Parameter(torch.ones(config.hidden_size))
+        self.per_expert_scale = nn.Parameter(torch.ones(config.num_experts))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (N, H) -> weights (N, K) float32, expert ids (N, K)."""
+        h = self.norm(x) * self.scale * self.root_size
+        probs = torch.softmax(self.proj(h), dim=-1, dtype=torch.float32)
+        weights, ids = torch.topk(probs, k=self.top_k, dim=-1)
+        weights = weights / weights.sum(dim=-1, keepdim=True)
+        return weights * self.per_expert_scale[ids], ids
+
+
+class Experts(nn.Module):
+    """Routed experts stored packed: gate_up_proj (E, 2I, H), down_proj (E, H, I)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        E, H, I = config.num_experts, config.hidden_size, config.moe_intermediate_size
+        self.gate_up_proj = nn.Parameter(torch.empty(E, 2 * I, H))
+        self.down_proj = nn.Parameter(torch.empty(E, H, I))
+        self.act = activation(config.hidden_activation)
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """x (N, H), weights/ids (N, K) -> (N, H). Tokens are grouped by expert, one GEMM pair each."""
+        N, K = ids.shape
+        flat_ids = ids.reshape(-1)
+        order = torch.argsort(flat_ids, stable=True)
+        counts = torch.bincount(flat_ids, minlength=self.gate_up_proj.shape[0]).tolist()
+        token_of = order // K  # (N*K,) token index of each sorted assignment
+        weight_of = weights.reshape(-1)[order]
+        out = torch.zeros_like(x)
+        start = 0
+        for expert, count in enumerate(counts):
+            if count == 0:
+                continue
+            tokens = token_of[start : start + count]
+            gate, up = F.linear(x[tokens], self.gate_up_proj[expert]).chunk(2, dim=-1)
+            h = F.linear(self.act(gate) * up, self.down_proj[expert])
+            out.index_add_(0, tokens, (h * weight_of[start : start + count, None]).to(out.dtype))
+            start += count
+        return out

@@ -1,0 +1,179 @@
+"""Load a DiffusionGemma checkpoint directory (Hugging Face layout) into `DiffusionGemma`.
+
+Weights come from `model.safetensors` or the shards listed in `model.safetensors.index.json`,
+memory-mapped: tensors already in the requested dtype on the CPU are used in place, never copied
+into a second full set. Pickle files are never read. The model is built on the meta device and
+the checkpoint's tensors are assigned to it, so nothing is initialised twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+
+from dgemma.config import ModelConfig
+from dgemma.model.transformer import DiffusionGemma
+
+log = logging.getLogger("dgemma")
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+_DECODER = "model.decoder."
+_ENCODER = "model.encoder.language_model."
+_VISION = ("model.encoder.vision_tower.", "model.encoder.embed_vision.")
+_ENCODER_SCALAR = re.compile(r"^model\.encoder\.language_model\.layers\.(\d+)\.layer_scalar$")
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory that cannot be loaded; the message says what is wrong and where."""
+
+
+@dataclass
+class LoadReport:
+    skipped_vision: int = 0
+    unexpected: list[str] = field(default_factory=list)
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """float32 on the CPU and bfloat16 on accelerators unless asked otherwise."""
+    if dtype is None:
+        return torch.float32 if device.type == "cpu" else torch.bfloat16
+    if isinstance(dtype, torch.dtype):
+        if dtype not in _DTYPES.values():
+            raise ValueError(f"`dtype` must be one of {', '.join(_DTYPES)}, got {dtype}")
+        return dtype
+    if dtype not in _DTYPES:
+        raise ValueError(f"`dtype` must be one of {', '.join(_DTYPES)}, got {dtype!r}")
+    return _DTYPES[dtype]
+
+
+def read_json(path: Path, required: bool = True) -> dict[str, Any]:
+    if not path.is_file():
+        if required:
+            raise CheckpointError(f"missing file: {path}")
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} must hold a JSON object")
+    return data
+
+
+def read_model_config(directory: Path) -> ModelConfig:
+    raw = read_json(directory / "config.json")
+    if raw.get("tie_word_embeddings") is False:
+        raise CheckpointError(
+            f"{directory / 'config.json'}: tie_word_embeddings is false (separate encoder, decoder and lm_head "
+            "weights); dgemma loads the tied layout that DiffusionGemma checkpoints use"
+        )
+    try:
+        return ModelConfig.from_hf(raw)
+    except ValueError as err:
+        raise CheckpointError(f"{directory / 'config.json'}: {err}") from None
+
+
+def weight_files(directory: Path) -> list[Path]:
+    """The safetensors files that hold the weights, in the order the index lists them."""
+    single, index = directory / SINGLE_FILE, directory / INDEX_FILE
+    if index.is_file():
+        weight_map = read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise CheckpointError(f"{index} has no `weight_map`")
+        files = [directory / name for name in dict.fromkeys(weight_map.values())]
+        for f in files:
+            if not f.is_file():
+                raise CheckpointError(f"{index} lists shard {f.name}, which is missing from {directory}")
+        return files
+    if single.is_file():
+        return [single]
+    pickles = sorted(p.name for p in directory.glob("*.bin")) + sorted(p.name for p in directory.glob("*.pt"))
+    hint = f" (found {', '.join(pickles)}: pickle checkpoints are never loaded; convert them to safetensors)" if pickles else ""
+    raise CheckpointError(f"no {SINGLE_FILE} or {INDEX_FILE} in {directory}{hint}")
+
+
+def _open(path: Path):
+    try:
+        return safe_open(str(path), framework="pt", device="cpu")
+    except Exception as err:  # safetensors raises its own error types for bad headers and short files
+        raise CheckpointError(f"{path} is not a readable safetensors file: {err}") from None
+
+
+def _read_tensors(files: list[Path], expected: dict[str, torch.Size], num_layers: int):
+    """Collect the text-model tensors under our names; encoder-only aliases fill gaps."""
+    found: dict[str, torch.Tensor] = {}
+    aliases: dict[str, torch.Tensor] = {}
+    encoder_scalars: dict[int, torch.Tensor] = {}
+    report = LoadReport()
+    for path in files:
+        handle = _open(path)
+        for name in handle.keys():
+            try:
+                if name.startswith(_VISION):
+                    report.skipped_vision += 1
+                elif name.startswith(_DECODER) and name[len(_DECODER) :] in expected:
+                    found[name[len(_DECODER) :]] = handle.get_tensor(name)
+                elif m := _ENCODER_SCALAR.match(name):
+                    if int(m.group(1)) < num_layers:
+                        encoder_scalars[int(m.group(1))] = handle.get_tensor(name)
+                elif name.startswith(_ENCODER) and name[len(_ENCODER) :] in expected:
+                    aliases[name[len(_ENCODER) :]] = handle.get_tensor(name)
+                elif name != "lm_head.weight":  # the head is tied to the embedding
+                    report.unexpected.append(name)
+            except Exception as err:
+                raise CheckpointError(f"{path}: tensor {name} cannot be read: {err}") from None
+    for name, tensor in aliases.items():
+        found.setdefault(name, tensor)
+    return found, encoder_scalars, report
+
+
+def load_model(
+    directory: str | Path, dtype: str | torch.dtype | None = None, device: str | torch.device = "cpu"
+) -> tuple[DiffusionGemma, LoadReport]:
+    """Build the model of a checkpoint directory and assign its weights."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"model directory not found: {directory}")
+    device = torch.device(device)
+    dtype = resolve_dtype(dtype, device)
+    config = read_model_config(directory)
+    files = weight_files(directory)
+
+    with torch.device("meta"):
+        model = DiffusionGemma(config)
+    expected = {k: v.shape for k, v in model.state_dict().items() if k != "encoder_layer_scalar"}
+    found, encoder_scalars, report = _read_tensors(files, expected, config.num_hidden_layers)
+
+    state: dict[str, torch.Tensor] = {}
+    for name, shape in expected.items():
+        tensor = found.get(name)
+        if tensor is None:
+            if name.endswith("layer_scalar"):  # optional buffer; the reference initialises it to one
+                tensor = torch.ones(shape)
+            else:
+                raise CheckpointError(f"checkpoint in {directory} is missing tensor {_DECODER}{name}")
+        if tensor.shape != shape:
+            raise CheckpointError(
+                f"tensor {_DECODER}{name} has shape {tuple(tensor.shape)}, the config expects {tuple(shape)}"
+            )
+        state[name] = tensor.to(device=device, dtype=dtype)
+    scalars = [encoder_scalars.get(i, torch.ones(1)).reshape(1) for i in range(config.num_hidden_layers)]
+    state["encoder_layer_scalar"] = torch.cat(scalars).to(device=device, dtype=dtype)
+    model.load_state_dict(state, strict=True, assign=True)
+    model.reset_rope()
+    model.eval().requires_grad_(False)
+    if report.skipped_vision:
+        log.warning("skipped %d vision-tower tensors: image input is not supported yet", report.skipped_vision)
+    if report.unexpected:
+        shown = ", ".join(report.unexpected[:3]) + (" ..." if len(report.unexpected) > 3 else "")
+        log.warning("ignored %d unexpected tensors (%s)", len(report.unexpected), shown)
+    return model, report

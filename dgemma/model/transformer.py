@@ -1,0 +1,153 @@
+"""The DiffusionGemma text model: one stack of weights run as a causal encoder or a canvas decoder.
+
+Encoder and decoder passes share every weight (one copy in memory); they differ in the attention
+plan (causal vs bidirectional, see `attention.py`), in the `layer_scalar` buffers (the checkpoint
+keeps one set per pass), and in the decoder's self-conditioning block on the input embeddings.
+Module and parameter names follow the checkpoint's `model.decoder.*` names, so loading is a prefix
+strip. The model knows nothing of sampling, scheduling or tokenization.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dgemma.config import LayerSpec, LayerType, ModelConfig
+from dgemma.model.attention import Attention, AttentionPlan, KVStore
+from dgemma.model.layers import Experts, GatedMLP, RMSNorm, Router, rope_inv_freq, rope_tables
+
+
+class Block(nn.Module):
+    """Attention, then a shared dense MLP and the routed experts side by side, each with its own norms."""
+
+    def __init__(self, config: ModelConfig, spec: LayerSpec):
+        super().__init__()
+        H, eps = config.hidden_size, config.rms_norm_eps
+        self.self_attn = Attention(config, spec)
+        self.mlp = GatedMLP(H, config.intermediate_size, config.hidden_activation)
+        self.router = Router(config)
+        self.experts = Experts(config)
+        self.input_layernorm = RMSNorm(H, eps)
+        self.post_attention_layernorm = RMSNorm(H, eps)
+        self.pre_feedforward_layernorm = RMSNorm(H, eps)
+        self.post_feedforward_layernorm = RMSNorm(H, eps)
+        self.post_feedforward_layernorm_1 = RMSNorm(H, eps)
+        self.pre_feedforward_layernorm_2 = RMSNorm(H, eps)
+        self.post_feedforward_layernorm_2 = RMSNorm(H, eps)
+        self.register_buffer("layer_scalar", torch.ones(1))  # the decoder pass's scalar
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        store_k: torch.Tensor,
+        store_v: torch.Tensor,
+        plan: AttentionPlan,
+        layer_scalar: torch.Tensor,
+    ) -> torch.Tensor:
+        residual = x
+        h = self.self_attn(self.input_layernorm(x), *rope, store_k, store_v, plan)
+        x = residual + self.post_attention_layernorm(h)
+
+        residual = x
+        dense = self.post_feedforward_layernorm_1(self.mlp(self.pre_feedforward_layernorm(x)))
+        flat = x.reshape(-1, x.shape[-1])
+        weights, ids = self.router(flat)  # routing reads the residual stream before any norm
+        routed = self.experts(self.pre_feedforward_layernorm_2(flat), weights, ids).reshape(x.shape)
+        routed = self.post_feedforward_layernorm_2(routed)
+        x = residual + self.post_feedforward_layernorm(dense + routed)
+        return x * layer_scalar
+
+
+class SelfConditioning(nn.Module):
+    """post_norm(embeds + MLP(pre_norm(soft_embeds))): feeds the previous step's beliefs back in."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        H = config.hidden_size
+        self.pre_norm = RMSNorm(H, config.rms_norm_eps)
+        self.post_norm = RMSNorm(H, config.rms_norm_eps, with_scale=False)
+        mlp = GatedMLP(H, config.intermediate_size, config.hidden_activation)
+        self.gate_proj, self.up_proj, self.down_proj, self.act = mlp.gate_proj, mlp.up_proj, mlp.down_proj, mlp.act
+
+    def forward(self, embeds: torch.Tensor, soft_embeds: torch.Tensor | None) -> torch.Tensor:
+        if soft_embeds is None:  # first step: the reference passes zeros, whose MLP output is exactly 0
+            return self.post_norm(embeds)
+        h = self.pre_norm(soft_embeds)
+        return self.post_norm(embeds + self.down_proj(self.act(self.gate_proj(h)) * self.up_proj(h)))
+
+
+class DiffusionGemma(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(Block(config, spec) for spec in config.layers)
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_conditioning = SelfConditioning(config)
+        self.register_buffer("encoder_layer_scalar", torch.ones(config.num_hidden_layers))
+        for layer_type in set(config.layer_types):
+            head_dim = next(s.head_dim for s in config.layers if s.layer_type is layer_type)
+            inv = rope_inv_freq(config.rope[layer_type], head_dim)
+            self.register_buffer(f"inv_freq_{layer_type.value}", inv, persistent=False)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed_tokens.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed_tokens.weight.device
+
+    def reset_rope(self) -> None:
+        """Recompute the rotary tables (after building on the meta device)."""
+        for layer_type in set(self.config.layer_types):
+            head_dim = next(s.head_dim for s in self.config.layers if s.layer_type is layer_type)
+            inv = rope_inv_freq(self.config.rope[layer_type], head_dim).to(self.device)
+            setattr(self, f"inv_freq_{layer_type.value}", inv)
+
+    def _embed_scale(self) -> torch.Tensor:
+        # sqrt(hidden) rounded through float32 to the weight dtype, as the reference's buffer is
+        return torch.tensor(self.config.hidden_size**0.5, dtype=torch.float32, device=self.device).to(self.dtype)
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embed_tokens(ids) * self._embed_scale()
+
+    def soft_embedding(self, logits: torch.Tensor) -> torch.Tensor:
+        """Expected embedding under softmax(logits): (..., V) -> (..., H), as the reference's decoder."""
+        w = self.embed_tokens.weight
+        probs = logits.softmax(dim=-1, dtype=torch.float32).to(w.dtype)
+        return (probs @ w) * self._embed_scale()
+
+    def encode(self, ids: torch.Tensor, store: KVStore, plan: AttentionPlan) -> torch.Tensor:
+        """Causal pass over token ids (b, T); writes their keys and values; returns final hidden (b, T, H)."""
+        return self._stack(self.embed(ids), store, plan, self.encoder_layer_scalar)
+
+    def decode(
+        self, canvas: torch.Tensor, store: KVStore, plan: AttentionPlan, soft_embeds: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Bidirectional pass over a canvas (b, C) given the cached prefix; returns final hidden (b, C, H)."""
+        x = self.self_conditioning(self.embed(canvas), soft_embeds)
+        return self._stack(x, store, plan, None)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Tied LM head with the final tanh softcap, in float32: (..., H) -> (..., V)."""
+        logits = F.linear(hidden, self.embed_tokens.weight).float()
+        cap = self.config.final_logit_softcapping
+        if cap is not None:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    def _stack(
+        self, x: torch.Tensor, store: KVStore, plan: AttentionPlan, encoder_scalars: torch.Tensor | None
+    ) -> torch.Tensor:
+        ropes = {
+            t: rope_tables(getattr(self, f"inv_freq_{t.value}"), plan.positions, x.dtype)
+            for t in set(self.config.layer_types)
+        }
+        for i, layer in enumerate(self.layers):
+            spec_type: LayerType = self.config.layers[i].layer_type
+            scalar = layer.layer_scalar if encoder_scalars is None else encoder_scalars[i : i + 1]
+            x = layer(x, ropes[spec_type], store.keys[i], store.values[i], plan, scalar)
+        return self.norm(x)

@@ -1,0 +1,134 @@
+"""Text in and out: the checkpoint's `tokenizer.json`, its chat template, and its special tokens.
+
+The chat template comes from `chat_template.jinja` or `tokenizer_config.json`'s `chat_template`
+and is rendered in a sandboxed Jinja environment set up as Hugging Face renders templates. Special
+token ids always come from the checkpoint's files, never from literals in code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from tokenizers import Tokenizer
+
+from dgemma.model.loader import CheckpointError, read_json
+
+Message = dict[str, Any]
+_ROLES = ("system", "user", "assistant", "tool", "developer")
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    bos_token: str | None = None
+    eos_token: str | None = None
+    pad_token: str | None = None
+
+
+def _token_text(value: Any) -> str | None:
+    if isinstance(value, dict):  # older configs store AddedToken dicts
+        return value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def _raise_exception(message: str) -> None:
+    raise jinja2.exceptions.TemplateError(message)
+
+
+class TextCodec:
+    """Tokenizer plus chat template of one checkpoint."""
+
+    def __init__(self, tokenizer: Tokenizer, chat_template: str | None, special: SpecialTokens):
+        self.tokenizer = tokenizer
+        self.special = special
+        self.chat_template = chat_template
+        self._template = None
+        if chat_template is not None:
+            env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+            env.filters["tojson"] = _tojson
+            env.globals["raise_exception"] = _raise_exception
+            env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+            try:
+                self._template = env.from_string(chat_template)
+            except jinja2.TemplateSyntaxError as err:
+                raise CheckpointError(f"the chat template does not parse: {err}") from None
+
+    @classmethod
+    def from_dir(cls, directory: str | Path) -> TextCodec:
+        directory = Path(directory)
+        path = directory / "tokenizer.json"
+        if not path.is_file():
+            raise CheckpointError(f"missing file: {path}")
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as err:
+            raise CheckpointError(f"{path} is not a readable tokenizer: {err}") from None
+        config = read_json(directory / "tokenizer_config.json", required=False)
+        template_file = directory / "chat_template.jinja"
+        template = template_file.read_text() if template_file.is_file() else config.get("chat_template")
+        if isinstance(template, list):  # named templates: use the default one
+            template = next((t.get("template") for t in template if t.get("name") == "default"), None)
+        special = SpecialTokens(
+            bos_token=_token_text(config.get("bos_token")),
+            eos_token=_token_text(config.get("eos_token")),
+            pad_token=_token_text(config.get("pad_token")),
+        )
+        return cls(tokenizer, template, special)
+
+    @property
+    def has_chat_template(self) -> bool:
+        return self._template is not None
+
+    def render_chat(self, messages: list[Message], add_generation_prompt: bool = True) -> str:
+        """The chat template applied to messages, as text."""
+        check_messages(messages)
+        if self._template is None:
+            raise ValueError("this checkpoint has no chat template; pass raw=True to tokenize the text as it is")
+        try:
+            return self._template.render(
+                messages=messages,
+                add_generation_prompt=add_generation_prompt,
+                bos_token=self.special.bos_token or "",
+                eos_token=self.special.eos_token or "",
+                pad_token=self.special.pad_token or "",
+            )
+        except jinja2.exceptions.TemplateError as err:
+            raise ValueError(f"the chat template rejected the messages: {err}") from None
+
+    def encode_chat(self, messages: list[Message], add_generation_prompt: bool = True) -> list[int]:
+        # the template writes the special tokens itself, so the tokenizer must not add them again
+        return self.tokenizer.encode(self.render_chat(messages, add_generation_prompt), add_special_tokens=False).ids
+
+    def encode_raw(self, text: str) -> list[int]:
+        """Plain text, with whatever special tokens the tokenizer's post-processor adds (e.g. BOS)."""
+        return self.tokenizer.encode(text, add_special_tokens=True).ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def token_text(self, token_id: int) -> str:
+        return self.tokenizer.decode([token_id], skip_special_tokens=False)
+
+
+def check_messages(messages: Any) -> None:
+    """Raise ValueError naming the first problem in a chat message list."""
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("`messages` must be a non-empty list of {role, content} objects")
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict):
+            raise ValueError(f"`messages[{i}]` must be an object with `role` and `content`")
+        if msg.get("role") not in _ROLES:
+            raise ValueError(f"`messages[{i}].role` must be one of {', '.join(_ROLES)}, got {msg.get('role')!r}")
+        content = msg.get("content")
+        if not isinstance(content, str | list) or (isinstance(content, str) and not content.strip() and msg["role"] == "user"):
+            raise ValueError(f"`messages[{i}].content` must be non-empty text")
+
+
+def _tojson(value: Any, indent: int | None = None) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False, indent=indent)

@@ -1,0 +1,62 @@
+"""A complete tiny checkpoint directory for tests: reference weights, a tokenizer trained here, a chat template."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers, decoders
+
+from tests.reference import build_reference
+
+SPECIALS = ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"]  # ids 0..4
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}<start_of_turn>{{ message['role'] }}\n"
+    "{{ message['content'] }}<end_of_turn>\n{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+CORPUS = [
+    "Why is the sky blue? Sunlight scatters off air molecules, and blue light scatters most.",
+    "The quick brown fox jumps over the lazy dog.",
+    "Diffusion models refine a whole block of text in parallel.",
+    "def add(a, b):\n    return a + b\n",
+    '{"name": "sudoku", "solved": true, "steps": 12}',
+]
+
+
+def train_tokenizer(vocab_size: int) -> Tokenizer:
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(CORPUS * 4, trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
+    return tok
+
+
+def make_checkpoint(directory: Path, seed: int = 0, canvas_length: int = 8, eos_token_ids=(1, 4), **text_overrides):
+    """Write a loadable DiffusionGemma checkpoint into `directory`; returns the reference model."""
+    tok = train_tokenizer(vocab_size=320)
+    vocab = tok.get_vocab_size()
+    ref = build_reference(directory, seed=seed, canvas_length=canvas_length, vocab_size=vocab, **text_overrides)
+    tok.save(str(directory / "tokenizer.json"))
+    (directory / "chat_template.jinja").write_text(CHAT_TEMPLATE)
+    (directory / "tokenizer_config.json").write_text(
+        json.dumps({"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>"})
+    )
+    gen = {
+        "max_new_tokens": 24,
+        "max_denoising_steps": 6,
+        "sampler_config": {"_cls_name": "EntropyBoundSamplerConfig", "entropy_bound": 0.1},
+        "t_min": 0.4,
+        "t_max": 0.8,
+        "stability_threshold": 1,
+        "confidence_threshold": 0.005,
+        "eos_token_id": list(eos_token_ids),
+        "pad_token_id": 0,
+    }
+    (directory / "generation_config.json").write_text(json.dumps(gen))
+    return ref
