@@ -1,8 +1,8 @@
 """dgemma: DiffusionGemma block-diffusion generation in PyTorch.
 
-    import dgemma
-    m = dgemma.load("path/to/checkpoint")
-    out = m.generate("Why is the sky blue?", max_new_tokens=256, seed=0)
+import dgemma
+m = dgemma.load("path/to/checkpoint")
+out = m.generate("Why is the sky blue?", max_new_tokens=256, seed=0)
 """
 
 from dgemma.api import GenerationOutput, Mode, Model, load

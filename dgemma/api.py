@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from dgemma.model.loader import read_json
 from dgemma.text import TextCodec
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     DIFFUSION = "diffusion"
     AR = "ar"
 
@@ -51,7 +51,12 @@ class GenerationOutput:
         }
 
 
-def load(path: str | Path, dtype: str | torch.dtype | None = None, device: str | torch.device = "cpu") -> Model:
+def load(
+    path: str | Path,
+    dtype: str | torch.dtype | None = None,
+    device: str | torch.device = "cpu",
+    compile: bool = False,
+) -> Model:
     """Load a DiffusionGemma checkpoint directory (Hugging Face layout).
 
     Args:
@@ -59,9 +64,13 @@ def load(path: str | Path, dtype: str | torch.dtype | None = None, device: str |
             tokenizer.json, tokenizer_config.json and chat_template.jinja.
         dtype: "float32", "bfloat16" or "float16"; default float32 on the CPU, bfloat16 elsewhere.
         device: where the weights live, e.g. "cpu" or "cuda".
+        compile: run the encoder and decoder passes through torch.compile; the first generation
+            then takes longer (compilation), later ones run faster.
     """
     path = Path(path)
     model, _ = load_model(path, dtype=dtype, device=device)
+    if compile:
+        model.compile()
     gen = read_json(path / "generation_config.json", required=False)
     try:
         sampler = SamplerConfig.from_generation_config(gen)
@@ -75,7 +84,11 @@ class Model:
     """A loaded checkpoint: the network, its tokenizer and its generation defaults."""
 
     def __init__(
-        self, model: DiffusionGemma, codec: TextCodec | None, sampler: SamplerConfig, defaults: GenerationDefaults
+        self,
+        model: DiffusionGemma,
+        codec: TextCodec | None,
+        sampler: SamplerConfig,
+        defaults: GenerationDefaults,
     ):
         self.model = model
         self.codec = codec
@@ -97,6 +110,7 @@ class Model:
         seed: int | Sequence[int] | None = 0,
         raw: bool = False,
         temperature: float = 0.0,
+        eos_token_ids: Sequence[int] | None = None,
         **sampler_overrides: Any,
     ) -> list[Request]:
         """Engine requests for prompts; sampler settings not given come from generation_config.json."""
@@ -104,10 +118,12 @@ class Model:
         sampler = self.sampler_defaults.replace(**sampler_overrides)
         seeds = _seeds(seed, len(ids))
         max_new = self.defaults.max_new_tokens if max_new_tokens is None else max_new_tokens
-        eos = self.defaults.eos_token_ids
+        eos = self.defaults.eos_token_ids if eos_token_ids is None else tuple(int(t) for t in eos_token_ids)
         return [Request(p, max_new, sampler, s, eos, temperature) for p, s in zip(ids, seeds, strict=True)]
 
-    def stream(self, prompts: Any, mode: Mode | str = Mode.DIFFUSION, drafts: bool = True, **kwargs: Any) -> Iterator[Event]:
+    def stream(
+        self, prompts: Any, mode: Mode | str = Mode.DIFFUSION, drafts: bool = True, **kwargs: Any
+    ) -> Iterator[Event]:
         """Run generation and yield its events (drafts, commits, then a Done event with completions)."""
         requests = self.requests(prompts, **kwargs)
         if Mode(mode) is Mode.AR:
@@ -125,6 +141,7 @@ class Model:
             seed: an int (prompt i uses seed + i), a list with one seed per prompt, or None for random.
             raw: tokenize strings as they are, without the chat template.
             temperature: autoregressive mode only; 0 is greedy.
+            eos_token_ids: tokens that end generation (default from generation_config.json).
             **sampler_overrides: max_denoising_steps, entropy_bound, t_min, t_max, stability_threshold,
                 confidence_threshold.
         """
@@ -137,7 +154,10 @@ class Model:
     def finish(self, completions: list[Completion]) -> GenerationOutput:
         texts = [self.codec.decode(c.token_ids) if self.codec else "" for c in completions]
         return GenerationOutput(
-            texts, [c.token_ids for c in completions], [c.finish_reason for c in completions], [c.stats for c in completions]
+            texts,
+            [c.token_ids for c in completions],
+            [c.finish_reason for c in completions],
+            [c.stats for c in completions],
         )
 
     @torch.inference_mode()
@@ -201,7 +221,9 @@ def _as_prompt_list(prompts: Any) -> list[Any]:
     if isinstance(prompts, str):
         return [prompts]
     if not isinstance(prompts, list | tuple) or not prompts:
-        raise ValueError("`prompts` must be a string, a chat, a list of token ids, or a non-empty list of these")
+        raise ValueError(
+            "`prompts` must be a string, a chat, a list of token ids, or a non-empty list of these"
+        )
     first = prompts[0]
     if isinstance(first, int | dict):  # one token-id prompt, or one chat
         return [list(prompts)]
@@ -226,7 +248,9 @@ def _ragged(input_ids: Any, attention_mask: torch.Tensor | None) -> tuple[list[l
         ids = input_ids if input_ids.ndim == 2 else input_ids[None]
         mask = torch.ones_like(ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
         if mask.shape != ids.shape:
-            raise ValueError(f"`attention_mask` shape {tuple(mask.shape)} differs from `input_ids` {tuple(ids.shape)}")
+            raise ValueError(
+                f"`attention_mask` shape {tuple(mask.shape)} differs from `input_ids` {tuple(ids.shape)}"
+            )
         rows = [ids[i][mask[i]].tolist() for i in range(ids.shape[0])]
         layout = mask.cpu()
     else:

@@ -23,27 +23,52 @@ def add_sampler_flags(parser: argparse.ArgumentParser) -> None:
         flags = [f"--{f.name}"]
         if "_" in f.name:
             flags.append(f"--{f.name.replace('_', '-')}")
-        group.add_argument(*flags, dest=f.name, type=type(f.default), default=None, help=f.metadata.get("help"))
+        group.add_argument(
+            *flags, dest=f.name, type=type(f.default), default=None, help=f.metadata.get("help")
+        )
 
 
 def sampler_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(SamplerConfig) if getattr(args, f.name) is not None}
+    return {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(SamplerConfig)
+        if getattr(args, f.name) is not None
+    }
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr (`dgemma ... --help` shows the usage)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dgemma", description="DiffusionGemma: block-diffusion text generation")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="dgemma", description="DiffusionGemma: block-diffusion text generation")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     gen = sub.add_parser("generate", help="generate text from a prompt")
-    gen.add_argument("prompts", nargs="+", metavar="PROMPT", help="prompt text ('-' reads stdin); several make a batch")
+    gen.add_argument(
+        "prompts", nargs="+", metavar="PROMPT", help="prompt text ('-' reads stdin); several make a batch"
+    )
     gen.add_argument("--model", required=True, help="checkpoint directory (Hugging Face layout)")
-    gen.add_argument("--mode", choices=["diffusion", "ar"], default="diffusion", help="block diffusion or next-token decoding")
-    gen.add_argument("--raw", action="store_true", help="tokenize the prompt as is, without the chat template")
+    gen.add_argument(
+        "--mode",
+        choices=["diffusion", "ar"],
+        default="diffusion",
+        help="block diffusion or next-token decoding",
+    )
+    gen.add_argument(
+        "--raw", action="store_true", help="tokenize the prompt as is, without the chat template"
+    )
     gen.add_argument("--max-new-tokens", "--max_new_tokens", dest="max_new_tokens", type=int, default=None)
     gen.add_argument("--seed", type=int, default=0, help="random seed (prompt i uses seed + i)")
     gen.add_argument("--temperature", type=float, default=0.0, help="--mode ar only: 0 is greedy")
     gen.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
     gen.add_argument("--device", default="cpu")
+    gen.add_argument(
+        "--compile", action="store_true", help="torch.compile the model (slow first run, faster after)"
+    )
     gen.add_argument("--json", action="store_true", help="print ids, text and stats as one JSON object")
     gen.add_argument("--show-steps", action="store_true", help="show the canvas being refined, live")
     add_sampler_flags(gen)
@@ -54,9 +79,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import dgemma
 
     prompts = [sys.stdin.read() if p == "-" else p for p in args.prompts]
-    model = dgemma.load(args.model, dtype=args.dtype, device=args.device)
+    SamplerConfig().replace(**sampler_overrides(args))  # fail on bad settings before loading weights
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise ValueError(f"`max_new_tokens` must be a positive integer, got {args.max_new_tokens}")
+    model = dgemma.load(args.model, dtype=args.dtype, device=args.device, compile=args.compile)
     kwargs = dict(
-        max_new_tokens=args.max_new_tokens, seed=args.seed, raw=args.raw, temperature=args.temperature,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        raw=args.raw,
+        temperature=args.temperature,
         **sampler_overrides(args),
     )
     if args.show_steps and model.codec is not None:

@@ -11,19 +11,19 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field, fields
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 MODEL_TYPE = "diffusion_gemma"
 TEXT_MODEL_TYPE = "diffusion_gemma_text"
 
 
-class LayerType(str, Enum):
+class LayerType(StrEnum):
     SLIDING = "sliding_attention"
     FULL = "full_attention"
 
 
-class RopeType(str, Enum):
+class RopeType(StrEnum):
     DEFAULT = "default"
     PROPORTIONAL = "proportional"
 
@@ -118,7 +118,9 @@ class ModelConfig:
                     f"its `num_key_value_heads` ({spec.num_kv_heads})"
                 )
             if spec.head_dim % 2:
-                raise ValueError(f"layer {i}: `head_dim` must be even for rotary embeddings, got {spec.head_dim}")
+                raise ValueError(
+                    f"layer {i}: `head_dim` must be even for rotary embeddings, got {spec.head_dim}"
+                )
         if self.hidden_activation not in _ACTIVATIONS:
             raise ValueError(
                 f"config field `hidden_activation` is {self.hidden_activation!r}; supported: {', '.join(_ACTIVATIONS)}"
@@ -133,12 +135,16 @@ class ModelConfig:
         """Build from a parsed `config.json` of a DiffusionGemmaForBlockDiffusion checkpoint."""
         model_type = config.get("model_type")
         if model_type != MODEL_TYPE:
-            raise ValueError(f"config.json has model_type {model_type!r}; dgemma loads {MODEL_TYPE!r} checkpoints")
+            raise ValueError(
+                f"config.json has model_type {model_type!r}; dgemma loads {MODEL_TYPE!r} checkpoints"
+            )
         text = config.get("text_config")
         if not isinstance(text, dict):
             raise ValueError("config.json has no `text_config` object")
         if text.get("model_type", TEXT_MODEL_TYPE) != TEXT_MODEL_TYPE:
-            raise ValueError(f"text_config has model_type {text.get('model_type')!r}, expected {TEXT_MODEL_TYPE!r}")
+            raise ValueError(
+                f"text_config has model_type {text.get('model_type')!r}, expected {TEXT_MODEL_TYPE!r}"
+            )
         return cls._from_text_config(
             text,
             canvas_length=config.get("canvas_length", 256),
@@ -146,14 +152,18 @@ class ModelConfig:
         )
 
     @classmethod
-    def _from_text_config(cls, text: dict[str, Any], canvas_length: int, tie_word_embeddings: bool) -> ModelConfig:
+    def _from_text_config(
+        cls, text: dict[str, Any], canvas_length: int, tie_word_embeddings: bool
+    ) -> ModelConfig:
         def get(name: str, default: Any) -> Any:
             value = text.get(name, default)
             return default if value is None and default is not None else value
 
         for required in ("num_experts", "top_k_experts", "moe_intermediate_size"):
             if text.get(required) is None:
-                raise ValueError(f"text_config field `{required}` is missing: DiffusionGemma layers are MoE layers")
+                raise ValueError(
+                    f"text_config field `{required}` is missing: DiffusionGemma layers are MoE layers"
+                )
         bidirectional = text.get("use_bidirectional_attention")
         if bidirectional == "all":
             raise ValueError(
@@ -161,7 +171,9 @@ class ModelConfig:
                 "DiffusionGemma's block-autoregressive encoder must be causal"
             )
         if bidirectional not in (None, "vision"):
-            raise ValueError(f"text_config field `use_bidirectional_attention` has unknown value {bidirectional!r}")
+            raise ValueError(
+                f"text_config field `use_bidirectional_attention` has unknown value {bidirectional!r}"
+            )
 
         num_layers = get("num_hidden_layers", 30)
         layer_types = _resolve_layer_types(text.get("layer_types"), num_layers)
@@ -231,7 +243,9 @@ def _resolve_layer_specs(
     parsed = {int(k): v for k, v in per_layer.items()}
     for idx in parsed:
         if not 0 <= idx < len(layer_types):
-            raise ValueError(f"text_config field `per_layer_config` names layer {idx}, outside 0..{len(layer_types) - 1}")
+            raise ValueError(
+                f"text_config field `per_layer_config` names layer {idx}, outside 0..{len(layer_types) - 1}"
+            )
     for i, layer_type in enumerate(layer_types):
         override = parsed.get(i, {})
         unknown = set(override) - _PER_LAYER_FIELDS
@@ -250,7 +264,9 @@ def _resolve_layer_specs(
     for layer_type in set(layer_types):
         dims = {s.head_dim for s in specs if s.layer_type is layer_type}
         if len(dims) > 1:
-            raise ValueError(f"`per_layer_config` gives {layer_type.value} layers different head_dims {sorted(dims)}")
+            raise ValueError(
+                f"`per_layer_config` gives {layer_type.value} layers different head_dims {sorted(dims)}"
+            )
     return tuple(specs)
 
 
@@ -260,7 +276,9 @@ _DEFAULT_ROPE = {
 }
 
 
-def _resolve_rope(raw: dict[str, Any] | None, layer_types: tuple[LayerType, ...]) -> dict[LayerType, RopeSpec]:
+def _resolve_rope(
+    raw: dict[str, Any] | None, layer_types: tuple[LayerType, ...]
+) -> dict[LayerType, RopeSpec]:
     raw = raw or {t.value: p for t, p in _DEFAULT_ROPE.items()}
     rope = {}
     for layer_type in set(layer_types):

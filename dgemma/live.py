@@ -32,7 +32,9 @@ def show_live(events: Iterator[Event], codec: TextCodec, num_rows: int, console:
         for event in events:
             if isinstance(event, DraftEvent):
                 drafts[event.row] = codec.decode(event.tokens.tolist())
-                status[event.row] = f"canvas {event.canvas_index + 1}, step {event.step}, accepted {event.num_accepted}"
+                status[event.row] = (
+                    f"canvas {event.canvas_index + 1}, step {event.step}, accepted {event.num_accepted}"
+                )
             elif isinstance(event, CommitEvent):
                 committed[event.row] += codec.decode(event.tokens)
                 drafts[event.row] = ""

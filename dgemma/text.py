@@ -48,7 +48,9 @@ class TextCodec:
         self.chat_template = chat_template
         self._template = None
         if chat_template is not None:
-            env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+            env = ImmutableSandboxedEnvironment(
+                trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+            )
             env.filters["tojson"] = _tojson
             env.globals["raise_exception"] = _raise_exception
             env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
@@ -87,7 +89,9 @@ class TextCodec:
         """The chat template applied to messages, as text."""
         check_messages(messages)
         if self._template is None:
-            raise ValueError("this checkpoint has no chat template; pass raw=True to tokenize the text as it is")
+            raise ValueError(
+                "this checkpoint has no chat template; pass raw=True to tokenize the text as it is"
+            )
         try:
             return self._template.render(
                 messages=messages,
@@ -101,7 +105,9 @@ class TextCodec:
 
     def encode_chat(self, messages: list[Message], add_generation_prompt: bool = True) -> list[int]:
         # the template writes the special tokens itself, so the tokenizer must not add them again
-        return self.tokenizer.encode(self.render_chat(messages, add_generation_prompt), add_special_tokens=False).ids
+        return self.tokenizer.encode(
+            self.render_chat(messages, add_generation_prompt), add_special_tokens=False
+        ).ids
 
     def encode_raw(self, text: str) -> list[int]:
         """Plain text, with whatever special tokens the tokenizer's post-processor adds (e.g. BOS)."""
@@ -122,9 +128,13 @@ def check_messages(messages: Any) -> None:
         if not isinstance(msg, dict):
             raise ValueError(f"`messages[{i}]` must be an object with `role` and `content`")
         if msg.get("role") not in _ROLES:
-            raise ValueError(f"`messages[{i}].role` must be one of {', '.join(_ROLES)}, got {msg.get('role')!r}")
+            raise ValueError(
+                f"`messages[{i}].role` must be one of {', '.join(_ROLES)}, got {msg.get('role')!r}"
+            )
         content = msg.get("content")
-        if not isinstance(content, str | list) or (isinstance(content, str) and not content.strip() and msg["role"] == "user"):
+        if not isinstance(content, str | list) or (
+            isinstance(content, str) and not content.strip() and msg["role"] == "user"
+        ):
             raise ValueError(f"`messages[{i}].content` must be non-empty text")
 
 

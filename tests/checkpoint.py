@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers, decoders
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from tests.reference import build_reference
 
@@ -29,7 +29,9 @@ def train_tokenizer(vocab_size: int) -> Tokenizer:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        vocab_size=vocab_size,
+        special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(CORPUS * 4, trainer)
@@ -37,11 +39,15 @@ def train_tokenizer(vocab_size: int) -> Tokenizer:
     return tok
 
 
-def make_checkpoint(directory: Path, seed: int = 0, canvas_length: int = 8, eos_token_ids=(1, 4), **text_overrides):
+def make_checkpoint(
+    directory: Path, seed: int = 0, canvas_length: int = 8, eos_token_ids=(1, 4), **text_overrides
+):
     """Write a loadable DiffusionGemma checkpoint into `directory`; returns the reference model."""
     tok = train_tokenizer(vocab_size=320)
     vocab = tok.get_vocab_size()
-    ref = build_reference(directory, seed=seed, canvas_length=canvas_length, vocab_size=vocab, **text_overrides)
+    ref = build_reference(
+        directory, seed=seed, canvas_length=canvas_length, vocab_size=vocab, **text_overrides
+    )
     tok.save(str(directory / "tokenizer.json"))
     (directory / "chat_template.jinja").write_text(CHAT_TEMPLATE)
     (directory / "tokenizer_config.json").write_text(

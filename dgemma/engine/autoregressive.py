@@ -49,7 +49,9 @@ def run_autoregressive(model: DiffusionGemma, requests: list[Request]) -> Iterat
             hidden, counts = encode_rows(model, cache, active, feed)
             last = hidden[torch.arange(len(active), device=device), counts - 1]  # (b, H)
             logits = model.logits(last)
-            picked = [pick_token(logits[i], requests[r].temperature, generators[r]) for i, r in enumerate(active)]
+            picked = [
+                pick_token(logits[i], requests[r].temperature, generators[r]) for i, r in enumerate(active)
+            ]
             elapsed = time.perf_counter() - start
             events = []
             for r, tok in zip(active, picked, strict=True):

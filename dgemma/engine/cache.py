@@ -14,7 +14,9 @@ from dgemma.model import KVStore
 
 
 class KVCache:
-    def __init__(self, config: ModelConfig, num_rows: int, capacity: int, dtype: torch.dtype, device: torch.device):
+    def __init__(
+        self, config: ModelConfig, num_rows: int, capacity: int, dtype: torch.dtype, device: torch.device
+    ):
         keys, values = [], []
         for spec in config.layers:
             shape = (num_rows, capacity, spec.num_kv_heads, spec.head_dim)

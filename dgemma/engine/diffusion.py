@@ -55,7 +55,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_diffusion(model: DiffusionGemma, requests: list[Request], emit_drafts: bool = False) -> Iterator[Event]:
+def run_diffusion(
+    model: DiffusionGemma, requests: list[Request], emit_drafts: bool = False
+) -> Iterator[Event]:
     """Generate for every request; yields Draft (if asked) and Commit events, then one Done event."""
     config, device = model.config, model.device
     C = config.canvas_length
@@ -64,7 +66,12 @@ def run_diffusion(model: DiffusionGemma, requests: list[Request], emit_drafts: b
     rows = [_Row(i, r, r.generator(device)) for i, r in enumerate(requests)]
 
     with torch.inference_mode():
-        _timed(rows, "prefill_s", device, lambda: encode_rows(model, cache, [r.index for r in rows], [r.request.prompt for r in rows]))
+        _timed(
+            rows,
+            "prefill_s",
+            device,
+            lambda: encode_rows(model, cache, [r.index for r in rows], [r.request.prompt for r in rows]),
+        )
         canvas_index = 0
         while active := [r for r in rows if r.finish is None]:
             for row in active:
@@ -91,7 +98,9 @@ def _start_canvas(row: _Row, canvas_length: int, vocab_size: int) -> None:
     device = row.generator.device
     row.canvas = torch.randint(0, vocab_size, (canvas_length,), generator=row.generator, device=device)
     row.argmax = row.canvas
-    row.history = torch.full((row.request.sampler.stability_threshold, canvas_length), -1, dtype=torch.long, device=device)
+    row.history = torch.full(
+        (row.request.sampler.stability_threshold, canvas_length), -1, dtype=torch.long, device=device
+    )
     row.soft, row.step, row.denoising = None, 0, True
 
 
@@ -105,13 +114,20 @@ def _denoise_step(
         canvas = torch.stack([r.canvas for r in rows])
         soft = None
         if any(r.soft is not None for r in rows):
-            zeros = torch.zeros(canvas.shape[1], model.config.hidden_size, dtype=model.dtype, device=canvas.device)
+            zeros = torch.zeros(
+                canvas.shape[1], model.config.hidden_size, dtype=model.dtype, device=canvas.device
+            )
             soft = torch.stack([zeros if r.soft is None else r.soft for r in rows])
         hidden = decode_rows(model, cache, [r.index for r in rows], canvas, soft)
         for i, row in enumerate(rows):
             sampler = row.request.sampler
             out = denoise_step(
-                model.logits(hidden[i]), row.canvas, row.history, sampler.max_denoising_steps - row.step, sampler, row.generator
+                model.logits(hidden[i]),
+                row.canvas,
+                row.history,
+                sampler.max_denoising_steps - row.step,
+                sampler,
+                row.generator,
             )
             row.canvas, row.argmax, row.history = out.canvas, out.argmax, out.history
             row.soft = model.soft_embedding(out.processed_logits.to(model.dtype))
@@ -120,7 +136,9 @@ def _denoise_step(
             if out.stop or row.step >= sampler.max_denoising_steps:
                 row.denoising = False
             if emit_drafts:
-                events.append(DraftEvent(row.index, canvas_index, row.step, out.argmax.cpu(), int(out.accepted.sum())))
+                events.append(
+                    DraftEvent(row.index, canvas_index, row.step, out.argmax.cpu(), int(out.accepted.sum()))
+                )
 
     _timed(rows, "denoise_s", model.device, run)
     yield from events
@@ -141,9 +159,14 @@ def _commit(model: DiffusionGemma, cache: KVCache, rows: list[_Row], canvas_inde
         if row.finish is None:
             going_on.append(row)
     if going_on:
-        _timed(going_on, "commit_s", model.device, lambda: encode_rows(
-            model, cache, [r.index for r in going_on], [r.argmax.tolist() for r in going_on]
-        ))
+        _timed(
+            going_on,
+            "commit_s",
+            model.device,
+            lambda: encode_rows(
+                model, cache, [r.index for r in going_on], [r.argmax.tolist() for r in going_on]
+            ),
+        )
     yield from events
 
 

@@ -22,7 +22,11 @@ class Request:
     def __post_init__(self) -> None:
         if not self.prompt:
             raise ValueError("`prompt` must hold at least one token")
-        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+        if (
+            isinstance(self.max_new_tokens, bool)
+            or not isinstance(self.max_new_tokens, int)
+            or self.max_new_tokens < 1
+        ):
             raise ValueError(f"`max_new_tokens` must be a positive integer, got {self.max_new_tokens!r}")
         if self.temperature < 0 or not math.isfinite(self.temperature):
             raise ValueError(f"`temperature` must be a finite number >= 0, got {self.temperature!r}")
@@ -37,7 +41,9 @@ def check_fits(requests: list[Request], config: ModelConfig, slots_needed) -> in
     for i, req in enumerate(requests):
         for tok in req.prompt:
             if not 0 <= tok < config.vocab_size:
-                raise ValueError(f"request {i}: prompt token id {tok} is outside the vocabulary (0..{config.vocab_size - 1})")
+                raise ValueError(
+                    f"request {i}: prompt token id {tok} is outside the vocabulary (0..{config.vocab_size - 1})"
+                )
         need = slots_needed(req)
         if need > config.max_position_embeddings:
             raise ValueError(

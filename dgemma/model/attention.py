@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dgemma.config import LayerSpec, ModelConfig
-from dgemma.model.layers import RMSNorm, apply_rope
+from dgemma.model.layers import RMSNorm, apply_rope, rms
 
 
 @dataclass
@@ -59,7 +59,12 @@ def _rows_or_arange(rows: torch.Tensor | None, b: int, device: torch.device) -> 
 
 
 def encoder_plan(
-    lengths: torch.Tensor, counts: torch.Tensor, num_tokens: int, window: int, num_slots: int, rows: torch.Tensor | None
+    lengths: torch.Tensor,
+    counts: torch.Tensor,
+    num_tokens: int,
+    window: int,
+    num_slots: int,
+    rows: torch.Tensor | None,
 ) -> AttentionPlan:
     """Causal pass over `counts[r]` new tokens per row (right-padded to `num_tokens`), after `lengths[r]`."""
     device = lengths.device
@@ -110,6 +115,11 @@ def decoder_plan(
     return AttentionPlan(positions, rows, write_index, None, ranges, masks)
 
 
+def _head_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMS norm over the head dim with a per-head weight (H, D), in float32 like `RMSNorm`."""
+    return (rms(x, eps) * weight.float()).to(x.dtype)
+
+
 class Attention(nn.Module):
     """Grouped-query attention with q/k/v norms, scale 1.0, and values = keys where there is no v_proj."""
 
@@ -138,12 +148,15 @@ class Attention(nn.Module):
         plan: AttentionPlan,
     ) -> torch.Tensor:
         b, T, _ = x.shape
-        q = self.q_proj(x).view(b, T, self.num_heads, self.head_dim)
-        q = apply_rope(self.q_norm(q), cos, sin).transpose(1, 2)  # (b, Hq, T, D)
-        k = self.k_proj(x).view(b, T, self.num_kv_heads, self.head_dim)
-        v = k if self.v_proj is None else self.v_proj(x).view(b, T, self.num_kv_heads, self.head_dim)
-        k = apply_rope(self.k_norm(k), cos, sin)
-        v = self.v_norm(v)
+        D, nq = self.head_dim, self.num_heads
+        q = F.linear(x, self.q_proj.weight, self.q_proj.bias).view(b, T, nq, D)
+        k = F.linear(x, self.k_proj.weight, self.k_proj.bias).view(b, T, self.num_kv_heads, D)
+        v = k if self.v_proj is None else F.linear(x, self.v_proj.weight, self.v_proj.bias).view(b, T, -1, D)
+        # q, k and v heads share one norm call (per-head weights; v has none) and q, k one rotation
+        nk = self.num_kv_heads
+        normed = _head_norm(torch.cat([q, k, v], dim=2), self._norm_weight(nq, nk, D), self.q_norm.eps)
+        qk = apply_rope(normed[:, :, : nq + nk], cos, sin)
+        q, k, v = qk[:, :, :nq].transpose(1, 2), qk[:, :, nq:], normed[:, :, nq + nk :]  # q: (b, Hq, T, D)
         self._store(store_k, k, plan)
         self._store(store_v, v, plan)
         keys, values = self._read(store_k, plan), self._read(store_v, plan)
@@ -151,6 +164,10 @@ class Attention(nn.Module):
             q, keys, values, attn_mask=plan.masks[self.is_sliding], scale=1.0, enable_gqa=True
         )
         return self.o_proj(out.transpose(1, 2).reshape(b, T, -1))
+
+    def _norm_weight(self, nq: int, nk: int, D: int) -> torch.Tensor:
+        ones = torch.ones(nk, D, dtype=self.q_norm.weight.dtype, device=self.q_norm.weight.device)
+        return torch.cat([self.q_norm.weight.expand(nq, D), self.k_norm.weight.expand(nk, D), ones])
 
     @staticmethod
     def _store(store: torch.Tensor, new: torch.Tensor, plan: AttentionPlan) -> None:

@@ -22,17 +22,24 @@ def activation(name: str):
 
 
 class RMSNorm(nn.Module):
+    """x / sqrt(mean(x^2) + eps) * weight, computed in float32 whatever the input dtype."""
+
     def __init__(self, dim: int, eps: float, with_scale: bool = True):
         super().__init__()
         self.eps = eps
+        self.dim = dim
         self.weight = nn.Parameter(torch.ones(dim)) if with_scale else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.float()
-        h = h * torch.pow(h.pow(2).mean(-1, keepdim=True) + self.eps, -0.5)
-        if self.weight is not None:
-            h = h * self.weight.float()
-        return h.type_as(x)
+        if x.dtype == torch.float32:  # one fused kernel; same math as the upcast path below
+            return F.rms_norm(x, (self.dim,), self.weight, self.eps)
+        weight = None if self.weight is None else self.weight.float()
+        return F.rms_norm(x.float(), (self.dim,), weight, self.eps).to(x.dtype)
+
+
+def rms(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """x / sqrt(mean(x^2) + eps) in float32 (no weight): the shared core of every norm here."""
+    return F.rms_norm(x.float(), (x.shape[-1],), None, eps)
 
 
 def rope_inv_freq(spec: RopeSpec, head_dim: int) -> torch.Tensor:
@@ -47,7 +54,9 @@ def rope_inv_freq(spec: RopeSpec, head_dim: int) -> torch.Tensor:
     return inv / spec.factor
 
 
-def rope_tables(inv_freq: torch.Tensor, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_tables(
+    inv_freq: torch.Tensor, positions: torch.Tensor, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of shape (B, T, D) for integer positions (B, T)."""
     freqs = positions[..., None].float() * inv_freq.float()
     emb = torch.cat((freqs, freqs), dim=-1)
@@ -88,13 +97,26 @@ class Router(nn.Module):
         self.scale = nn.Parameter(torch.ones(config.hidden_size))
         self.per_expert_scale = nn.Parameter(torch.ones(config.num_experts))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (N, H) -> weights (N, K) float32, expert ids (N, K)."""
-        h = self.norm(x) * self.scale * self.root_size
-        probs = torch.softmax(self.proj(h), dim=-1, dtype=torch.float32)
-        weights, ids = torch.topk(probs, k=self.top_k, dim=-1)
-        weights = weights / weights.sum(dim=-1, keepdim=True)
+    def forward(
+        self, x: torch.Tensor, normed: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (N, H) -> weights (N, K) float32, expert ids (N, K); `normed` may pass rms(x) in float32.
+
+        Top-k of softmax(scores), renormalised over the k, equals softmax over the top-k scores:
+        the shared normaliser cancels, so the full-width softmax is skipped.
+        """
+        h = (rms(x, self.norm.eps) if normed is None else normed).to(x.dtype)
+        scores = F.linear(h * self.scale * self.root_size, self.proj.weight)
+        top, ids = torch.topk(scores, k=self.top_k, dim=-1)
+        weights = torch.softmax(top, dim=-1, dtype=torch.float32)
         return weights * self.per_expert_scale[ids], ids
+
+
+# For small expert banks (multiply-adds per token over all experts below this), running every expert
+# on every token in one batched GEMM pair beats dispatching tokens expert by expert: the loop's
+# per-expert launches cost more than the wasted math. The choice depends on the model's shape only,
+# never on the batch, so a row's numerics do not depend on its batch-mates.
+DENSE_EXPERTS_MAX_MACS_PER_TOKEN = 400_000
 
 
 class Experts(nn.Module):
@@ -102,13 +124,28 @@ class Experts(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        E, H, I = config.num_experts, config.hidden_size, config.moe_intermediate_size
-        self.gate_up_proj = nn.Parameter(torch.empty(E, 2 * I, H))
-        self.down_proj = nn.Parameter(torch.empty(E, H, I))
+        E, H, F_ = config.num_experts, config.hidden_size, config.moe_intermediate_size
+        self.gate_up_proj = nn.Parameter(torch.empty(E, 2 * F_, H))
+        self.down_proj = nn.Parameter(torch.empty(E, H, F_))
         self.act = activation(config.hidden_activation)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """x (N, H), weights/ids (N, K) -> (N, H). Tokens are grouped by expert, one GEMM pair each."""
+        """x (N, H), weights/ids (N, K) -> (N, H)."""
+        E, two_i, H = self.gate_up_proj.shape
+        if E * 3 * (two_i // 2) * H <= DENSE_EXPERTS_MAX_MACS_PER_TOKEN:
+            return self._dense(x, weights, ids)
+        return self._grouped(x, weights, ids)
+
+    def _dense(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Every expert on every token; routing weights of unselected experts are zero."""
+        gate, up = torch.matmul(x, self.gate_up_proj.transpose(1, 2)).chunk(2, dim=-1)  # (E, N, I) each
+        y = torch.matmul(self.act(gate) * up, self.down_proj.transpose(1, 2))  # (E, N, H)
+        dense_w = torch.zeros(x.shape[0], self.gate_up_proj.shape[0], dtype=weights.dtype, device=x.device)
+        dense_w.scatter_(1, ids, weights)  # (N, E) float32
+        return torch.einsum("ne,enh->nh", dense_w, y.float()).to(x.dtype)
+
+    def _grouped(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Tokens grouped by expert, one GEMM pair per expert hit, summed in ascending expert order."""
         N, K = ids.shape
         flat_ids = ids.reshape(-1)
         order = torch.argsort(flat_ids, stable=True)

@@ -97,7 +97,11 @@ def weight_files(directory: Path) -> list[Path]:
     if single.is_file():
         return [single]
     pickles = sorted(p.name for p in directory.glob("*.bin")) + sorted(p.name for p in directory.glob("*.pt"))
-    hint = f" (found {', '.join(pickles)}: pickle checkpoints are never loaded; convert them to safetensors)" if pickles else ""
+    hint = (
+        f" (found {', '.join(pickles)}: pickle checkpoints are never loaded; convert them to safetensors)"
+        if pickles
+        else ""
+    )
     raise CheckpointError(f"no {SINGLE_FILE} or {INDEX_FILE} in {directory}{hint}")
 
 
@@ -172,7 +176,9 @@ def load_model(
     model.reset_rope()
     model.eval().requires_grad_(False)
     if report.skipped_vision:
-        log.warning("skipped %d vision-tower tensors: image input is not supported yet", report.skipped_vision)
+        log.warning(
+            "skipped %d vision-tower tensors: image input is not supported yet", report.skipped_vision
+        )
     if report.unexpected:
         shown = ", ".join(report.unexpected[:3]) + (" ..." if len(report.unexpected) > 3 else "")
         log.warning("ignored %d unexpected tensors (%s)", len(report.unexpected), shown)

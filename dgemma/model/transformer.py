@@ -15,7 +15,7 @@ from torch import nn
 
 from dgemma.config import LayerSpec, LayerType, ModelConfig
 from dgemma.model.attention import Attention, AttentionPlan, KVStore
-from dgemma.model.layers import Experts, GatedMLP, RMSNorm, Router, rope_inv_freq, rope_tables
+from dgemma.model.layers import Experts, GatedMLP, RMSNorm, Router, rms, rope_inv_freq, rope_tables
 
 
 class Block(nn.Module):
@@ -46,17 +46,28 @@ class Block(nn.Module):
         plan: AttentionPlan,
         layer_scalar: torch.Tensor,
     ) -> torch.Tensor:
-        residual = x
-        h = self.self_attn(self.input_layernorm(x), *rope, store_k, store_v, plan)
-        x = residual + self.post_attention_layernorm(h)
+        # Submodules are called through .forward: this loop runs per layer per denoising step, and
+        # nn.Module.__call__'s hook dispatch costs as much as a small kernel here.
+        eps = self.input_layernorm.eps
+        h = self.self_attn.forward(self.input_layernorm.forward(x), *rope, store_k, store_v, plan)
+        x = x + self.post_attention_layernorm.forward(h)
 
-        residual = x
-        dense = self.post_feedforward_layernorm_1(self.mlp(self.pre_feedforward_layernorm(x)))
+        # The dense MLP's pre-norm, the experts' pre-norm and the router's norm all normalise the
+        # same residual: one RMS in float32, three weights (each rounded to x.dtype as the reference's norms are).
         flat = x.reshape(-1, x.shape[-1])
-        weights, ids = self.router(flat)  # routing reads the residual stream before any norm
-        routed = self.experts(self.pre_feedforward_layernorm_2(flat), weights, ids).reshape(x.shape)
-        routed = self.post_feedforward_layernorm_2(routed)
-        x = residual + self.post_feedforward_layernorm(dense + routed)
+        normed = rms(flat, eps)
+        dense = self.mlp.forward((normed * self.pre_feedforward_layernorm.weight.float()).to(x.dtype))
+        weights, ids = self.router.forward(flat, normed)
+        routed = self.experts.forward(
+            (normed * self.pre_feedforward_layernorm_2.weight.float()).to(x.dtype), weights, ids
+        )
+        # post-norms of both branches in one call
+        both = rms(torch.stack([dense, routed]), eps)
+        post = torch.stack(
+            [self.post_feedforward_layernorm_1.weight, self.post_feedforward_layernorm_2.weight]
+        )
+        both = (both * post.float()[:, None, :]).to(x.dtype)
+        x = x + self.post_feedforward_layernorm.forward((both[0] + both[1]).view(x.shape))
         return x * layer_scalar
 
 
@@ -69,7 +80,12 @@ class SelfConditioning(nn.Module):
         self.pre_norm = RMSNorm(H, config.rms_norm_eps)
         self.post_norm = RMSNorm(H, config.rms_norm_eps, with_scale=False)
         mlp = GatedMLP(H, config.intermediate_size, config.hidden_activation)
-        self.gate_proj, self.up_proj, self.down_proj, self.act = mlp.gate_proj, mlp.up_proj, mlp.down_proj, mlp.act
+        self.gate_proj, self.up_proj, self.down_proj, self.act = (
+            mlp.gate_proj,
+            mlp.up_proj,
+            mlp.down_proj,
+            mlp.act,
+        )
 
     def forward(self, embeds: torch.Tensor, soft_embeds: torch.Tensor | None) -> torch.Tensor:
         if soft_embeds is None:  # first step: the reference passes zeros, whose MLP output is exactly 0
@@ -91,6 +107,7 @@ class DiffusionGemma(nn.Module):
             head_dim = next(s.head_dim for s in config.layers if s.layer_type is layer_type)
             inv = rope_inv_freq(config.rope[layer_type], head_dim)
             self.register_buffer(f"inv_freq_{layer_type.value}", inv, persistent=False)
+        self._encode, self._decode = self._encode_eager, self._decode_eager
 
     @property
     def dtype(self) -> torch.dtype:
@@ -109,7 +126,9 @@ class DiffusionGemma(nn.Module):
 
     def _embed_scale(self) -> torch.Tensor:
         # sqrt(hidden) rounded through float32 to the weight dtype, as the reference's buffer is
-        return torch.tensor(self.config.hidden_size**0.5, dtype=torch.float32, device=self.device).to(self.dtype)
+        return torch.tensor(self.config.hidden_size**0.5, dtype=torch.float32, device=self.device).to(
+            self.dtype
+        )
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.embed_tokens(ids) * self._embed_scale()
@@ -122,12 +141,33 @@ class DiffusionGemma(nn.Module):
 
     def encode(self, ids: torch.Tensor, store: KVStore, plan: AttentionPlan) -> torch.Tensor:
         """Causal pass over token ids (b, T); writes their keys and values; returns final hidden (b, T, H)."""
-        return self._stack(self.embed(ids), store, plan, self.encoder_layer_scalar)
+        return self._encode(ids, store, plan)
 
     def decode(
-        self, canvas: torch.Tensor, store: KVStore, plan: AttentionPlan, soft_embeds: torch.Tensor | None = None
+        self,
+        canvas: torch.Tensor,
+        store: KVStore,
+        plan: AttentionPlan,
+        soft_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Bidirectional pass over a canvas (b, C) given the cached prefix; returns final hidden (b, C, H)."""
+        return self._decode(canvas, store, plan, soft_embeds)
+
+    def compile(self) -> None:
+        """Compile the encoder and decoder passes with torch.compile (dynamic shapes).
+
+        The first passes take a while (tens of seconds on a CPU; inductor caches the result on disk);
+        afterwards each pass runs as a few fused kernels instead of dozens of small ones.
+        """
+        self._encode = torch.compile(self._encode_eager, dynamic=True)
+        self._decode = torch.compile(self._decode_eager, dynamic=True)
+
+    def _encode_eager(self, ids: torch.Tensor, store: KVStore, plan: AttentionPlan) -> torch.Tensor:
+        return self._stack(self.embed(ids), store, plan, self.encoder_layer_scalar)
+
+    def _decode_eager(
+        self, canvas: torch.Tensor, store: KVStore, plan: AttentionPlan, soft_embeds: torch.Tensor | None
+    ) -> torch.Tensor:
         x = self.self_conditioning(self.embed(canvas), soft_embeds)
         return self._stack(x, store, plan, None)
 

@@ -19,7 +19,9 @@ from dgemma.sampling.stopping import is_confident, is_stable, push_history
 @dataclass
 class StepOutput:
     canvas: torch.Tensor  # (C,) the next noisy canvas
-    argmax: torch.Tensor  # (C,) the model's current best guess: the draft, and the committed canvas at the end
+    argmax: (
+        torch.Tensor
+    )  # (C,) the model's current best guess: the draft, and the committed canvas at the end
     processed_logits: torch.Tensor  # (C, V) temperature-scaled logits: the self-conditioning input
     accepted: torch.Tensor  # (C,) bool
     history: torch.Tensor  # (S, C) argmax history after this step
@@ -36,7 +38,9 @@ def denoise_step(
     generator: torch.Generator | None,
 ) -> StepOutput:
     """Advance one canvas (C,) given the decoder's raw float32 logits (C, V) for it."""
-    temperature = linear_temperature(steps_remaining, sampler.max_denoising_steps, sampler.t_min, sampler.t_max)
+    temperature = linear_temperature(
+        steps_remaining, sampler.max_denoising_steps, sampler.t_min, sampler.t_max
+    )
     processed = logits / temperature
     probs = torch.softmax(processed, dim=-1, dtype=torch.float32)
     proposal = torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
@@ -49,4 +53,4 @@ def denoise_step(
         stable = is_stable(history, argmax)
         history = push_history(history, argmax)
     stop = stable and is_confident(entropy, sampler.confidence_threshold)
-    return StepOutput(next_canvas, argmax, processed, accepted, history, temperature, stop)
+    return StepOutput(next_canvas, argmax, processed, accepted, history, float(temperature), stop)

@@ -1,0 +1,131 @@
+"""The `dgemma generate` command end to end, in a subprocess, on a tiny checkpoint with a trained tokenizer."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from safetensors.torch import load_file, save_file
+
+PROMPT = "Why is the sky blue?"
+
+
+def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "dgemma", *args], capture_output=True, text=True, input=stdin, timeout=300
+    )
+
+
+def test_generate_text_uses_chat_template(checkpoint, model):
+    directory, _ = checkpoint
+    proc = run("generate", "--model", str(directory), PROMPT, "--seed", "4", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    expected = model.generate(PROMPT, seed=4)  # the API applies the same chat template
+    assert result["token_ids"] == expected.token_ids[0]
+    assert result["text"] == model.codec.decode(result["token_ids"])
+    stats = result["stats"]
+    assert stats["canvases"] == len(stats["steps_per_canvas"]) and stats["decoder_forwards"] == sum(
+        stats["steps_per_canvas"]
+    )
+    assert set(stats) >= {"tokens_per_forward", "prefill_s", "denoise_s", "commit_s"}
+    rendered = model.codec.render_chat([{"role": "user", "content": PROMPT}])
+    assert rendered.startswith("<bos><start_of_turn>user\n") and rendered.endswith("<start_of_turn>model\n")
+
+
+def test_plain_text_output_and_sampler_flags(checkpoint, model):
+    directory, _ = checkpoint
+    proc = run(
+        "generate",
+        "--model",
+        str(directory),
+        PROMPT,
+        "--max-denoising-steps",
+        "3",
+        "--entropy_bound",
+        "0.5",
+        "--seed",
+        "1",
+    )
+    assert proc.returncode == 0, proc.stderr
+    expected = model.generate(PROMPT, seed=1, max_denoising_steps=3, entropy_bound=0.5)
+    assert proc.stdout == expected.texts[0] + "\n"
+
+
+def test_raw_ar_and_batch(checkpoint, model):
+    directory, _ = checkpoint
+    proc = run(
+        "generate",
+        "--model",
+        str(directory),
+        "--raw",
+        "--mode",
+        "ar",
+        "--max-new-tokens",
+        "5",
+        "--json",
+        "The fox",
+        "-",
+        stdin="Diffusion",
+    )
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)["results"]
+    expected = model.generate(["The fox", "Diffusion"], mode="ar", raw=True, max_new_tokens=5)
+    assert [r["token_ids"] for r in results] == expected.token_ids
+    assert model.codec.encode_raw("The fox")[0] == 2  # --raw keeps the tokenizer's own BOS
+
+
+def test_show_steps_renders_drafts(checkpoint):
+    directory, _ = checkpoint
+    proc = run("generate", "--model", str(directory), PROMPT, "--show-steps", "--max-new-tokens", "16")
+    assert proc.returncode == 0, proc.stderr
+    assert "canvas 1, step 1" in proc.stdout or "committed" in proc.stdout
+
+
+@pytest.fixture
+def broken(checkpoint, tmp_path):
+    directory = tmp_path / "broken"
+    shutil.copytree(checkpoint[0], directory)
+    return directory
+
+
+def _one_line_error(proc: subprocess.CompletedProcess, match: str) -> None:
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1, proc.stderr
+    assert errors[0].startswith("dgemma") and match in errors[0], errors[0]
+
+
+def test_bad_inputs_give_one_line_errors(checkpoint, broken, tmp_path):
+    good = str(checkpoint[0])
+    _one_line_error(run("generate", "--model", str(tmp_path / "none"), "hi"), "model directory not found")
+    _one_line_error(
+        run("generate", "--model", good, "hi", "--max_denoising_steps", "0"), "max_denoising_steps"
+    )
+    _one_line_error(run("generate", "--model", good, "hi", "--entropy-bound", "-1"), "entropy_bound")
+    _one_line_error(run("generate", "--model", good, "hi", "--max-new-tokens", "0"), "max_new_tokens")
+    _one_line_error(
+        run("generate", "--model", good, "hi", "--max-new-tokens", "99999999"), "the model allows"
+    )
+    _one_line_error(run("generate", "--model", good, "hi", "--seed", "x"), "invalid int value")
+    _one_line_error(run("generate", "--model", good, "hi", "--dtype", "int4"), "invalid choice")
+
+    cfg = json.loads((broken / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps({**cfg, "model_type": "bert"}))
+    _one_line_error(run("generate", "--model", str(broken), "hi"), "model_type 'bert'")
+    (broken / "config.json").write_text(json.dumps(cfg))
+
+    tensors = load_file(broken / "model.safetensors")
+    tensors.pop("model.decoder.norm.weight")
+    save_file(tensors, broken / "model.safetensors")
+    _one_line_error(run("generate", "--model", str(broken), "hi"), "missing tensor model.decoder.norm.weight")
+
+    (broken / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    _one_line_error(run("generate", "--model", str(broken), "hi"), "not a readable safetensors file")
+
+    (broken / "model.safetensors").unlink()
+    _one_line_error(run("generate", "--model", str(broken), "hi"), "no model.safetensors")
