@@ -1,7 +1,10 @@
 """dgemma against transformers' `DiffusionGemmaForBlockDiffusion.generate`, side by side, one run.
 
-Both load the same random checkpoint built here, get the same prompt, seed and step budget, and
-must produce the same tokens (checked); the script prints the wall times and their ratio.
+Both load the same random checkpoint built here and get the same prompt, seed and step budget, with
+no end token, so both run every canvas for every step (a random net never meets the confidence
+stop): the same work on both sides. Runs are interleaved so drifts in machine speed hit all alike.
+It prints median wall times, the ratios, and on how many seeds the tokens were identical (they are,
+unless the random net's self-conditioning loop amplifies rounding: see tests/reference.py).
 
     .venv/bin/python bench/generate_vs_reference.py [--size tiny|small] [--repeats 5]
 """
@@ -83,7 +86,7 @@ def main() -> None:
         out = ref.generate(
             torch.tensor([prompt]),
             max_new_tokens=size["max_new"],
-            eos_token_id=[1],
+            eos_token_id=None,
             pad_token_id=0,
             sampler_config=EntropyBoundSamplerConfig(entropy_bound=0.1),
             **SAMPLER,
@@ -93,7 +96,7 @@ def main() -> None:
     def runner(model):
         def run(seed: int) -> list[int]:
             out = model.generate(
-                prompt, max_new_tokens=size["max_new"], seed=seed, eos_token_ids=[1], **SAMPLER
+                prompt, max_new_tokens=size["max_new"], seed=seed, eos_token_ids=[], **SAMPLER
             )
             return out.token_ids[0]
 
@@ -115,10 +118,8 @@ def main() -> None:
             start = time.perf_counter()
             outputs[name] = fn(seed)
             times[name].append(time.perf_counter() - start)
-        ref_tokens = outputs["transformers"]
-        cut = ref_tokens.index(1) if 1 in ref_tokens else len(ref_tokens)
         for name in agree:
-            agree[name] += outputs[name] == ref_tokens[:cut]
+            agree[name] += outputs[name] == outputs["transformers"][: size["max_new"]]
 
     med = {k: statistics.median(v) for k, v in times.items()}
     print(

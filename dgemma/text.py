@@ -7,6 +7,7 @@ token ids always come from the checkpoint's files, never from literals in code.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -139,6 +140,4 @@ def check_messages(messages: Any) -> None:
 
 
 def _tojson(value: Any, indent: int | None = None) -> str:
-    import json
-
     return json.dumps(value, ensure_ascii=False, indent=indent)
