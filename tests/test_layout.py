@@ -7,7 +7,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "dgemma"
 # each layer may import only from layers listed before it
-LAYERS = ["config", "model", "sampling", "engine", "text", "api", "live", "cli"]
+LAYERS = ["config", "model", "sampling", "engine", "text", "tasks", "api", "live", "cli"]
 
 
 def _layer(module: str) -> str:

@@ -1,0 +1,1 @@
+"""Tasks: data, prompt formats and checkers shared by demos, training and benchmarks."""
