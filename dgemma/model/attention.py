@@ -138,6 +138,28 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(D, config.rms_norm_eps)
         self.v_norm = RMSNorm(D, config.rms_norm_eps, with_scale=False)
 
+    def project(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q (b, Hq, T, D) and k, v (b, T, Hkv, D): projected, normed, q and k rotated."""
+        b, T, _ = x.shape
+        D, nq, nk = self.head_dim, self.num_heads, self.num_kv_heads
+        q = F.linear(x, self.q_proj.weight, self.q_proj.bias).view(b, T, nq, D)
+        k = F.linear(x, self.k_proj.weight, self.k_proj.bias).view(b, T, nk, D)
+        v = k if self.v_proj is None else F.linear(x, self.v_proj.weight, self.v_proj.bias).view(b, T, nk, D)
+        # q, k and v heads share one norm call (per-head weights; v has none) and q, k one rotation
+        normed = _head_norm(torch.cat([q, k, v], dim=2), self._norm_weight(nq, nk, D), self.q_norm.eps)
+        qk = apply_rope(normed[:, :, : nq + nk], cos, sin)
+        return qk[:, :, :nq].transpose(1, 2), qk[:, :, nq:], normed[:, :, nq + nk :]
+
+    def attend(
+        self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Attention of q (b, Hq, T, D) over keys/values (b, Hkv, K, D), then the output projection."""
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=1.0, enable_gqa=True)
+        b, _, T, _ = q.shape
+        return F.linear(out.transpose(1, 2).reshape(b, T, -1), self.o_proj.weight, self.o_proj.bias)
+
     def forward(
         self,
         x: torch.Tensor,
@@ -147,23 +169,31 @@ class Attention(nn.Module):
         store_v: torch.Tensor,
         plan: AttentionPlan,
     ) -> torch.Tensor:
-        b, T, _ = x.shape
-        D, nq = self.head_dim, self.num_heads
-        q = F.linear(x, self.q_proj.weight, self.q_proj.bias).view(b, T, nq, D)
-        k = F.linear(x, self.k_proj.weight, self.k_proj.bias).view(b, T, self.num_kv_heads, D)
-        v = k if self.v_proj is None else F.linear(x, self.v_proj.weight, self.v_proj.bias).view(b, T, -1, D)
-        # q, k and v heads share one norm call (per-head weights; v has none) and q, k one rotation
-        nk = self.num_kv_heads
-        normed = _head_norm(torch.cat([q, k, v], dim=2), self._norm_weight(nq, nk, D), self.q_norm.eps)
-        qk = apply_rope(normed[:, :, : nq + nk], cos, sin)
-        q, k, v = qk[:, :, :nq].transpose(1, 2), qk[:, :, nq:], normed[:, :, nq + nk :]  # q: (b, Hq, T, D)
+        """Inference: write this pass's keys and values into the store, then attend as the plan says."""
+        q, k, v = self.project(x, cos, sin)
         self._store(store_k, k, plan)
         self._store(store_v, v, plan)
-        keys, values = self._read(store_k, plan), self._read(store_v, plan)
-        out = F.scaled_dot_product_attention(
-            q, keys, values, attn_mask=plan.masks[self.is_sliding], scale=1.0, enable_gqa=True
+        return self.attend(
+            q, self._read(store_k, plan), self._read(store_v, plan), plan.masks[self.is_sliding]
         )
-        return self.o_proj(out.transpose(1, 2).reshape(b, T, -1))
+
+    def forward_context(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        context: tuple[torch.Tensor, torch.Tensor] | None,
+        mask: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Differentiable, cache-free: attend over `context` keys/values (b, K, Hkv, D) then this pass's own.
+
+        Returns the output and this pass's (k, v), which a later pass may use as its context.
+        """
+        q, k, v = self.project(x, cos, sin)
+        keys, values = (
+            (k, v) if context is None else (torch.cat([context[0], k], 1), torch.cat([context[1], v], 1))
+        )
+        return self.attend(q, keys.transpose(1, 2), values.transpose(1, 2), mask), (k, v)
 
     def _norm_weight(self, nq: int, nk: int, D: int) -> torch.Tensor:
         ones = torch.ones(nk, D, dtype=self.q_norm.weight.dtype, device=self.q_norm.weight.device)

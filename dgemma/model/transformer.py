@@ -9,6 +9,8 @@ strip. The model knows nothing of sampling, scheduling or tokenization.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,6 +18,8 @@ from torch import nn
 from dgemma.config import LayerSpec, LayerType, ModelConfig
 from dgemma.model.attention import Attention, AttentionPlan, KVStore
 from dgemma.model.layers import Experts, GatedMLP, RMSNorm, Router, rms, rope_inv_freq, rope_tables
+
+AttentionStep = Callable[[Attention, torch.Tensor], torch.Tensor]
 
 
 class Block(nn.Module):
@@ -37,19 +41,12 @@ class Block(nn.Module):
         self.post_feedforward_layernorm_2 = RMSNorm(H, eps)
         self.register_buffer("layer_scalar", torch.ones(1))  # the decoder pass's scalar
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        rope: tuple[torch.Tensor, torch.Tensor],
-        store_k: torch.Tensor,
-        store_v: torch.Tensor,
-        plan: AttentionPlan,
-        layer_scalar: torch.Tensor,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attention: AttentionStep, layer_scalar: torch.Tensor) -> torch.Tensor:
+        """One layer; `attention(self_attn, normed_x)` runs the attention step (cached or not)."""
         # Submodules are called through .forward: this loop runs per layer per denoising step, and
         # nn.Module.__call__'s hook dispatch costs as much as a small kernel here.
         eps = self.input_layernorm.eps
-        h = self.self_attn.forward(self.input_layernorm.forward(x), *rope, store_k, store_v, plan)
+        h = attention(self.self_attn, self.input_layernorm.forward(x))
         x = x + self.post_attention_layernorm.forward(h)
 
         # The dense MLP's pre-norm, the experts' pre-norm and the router's norm all normalise the
@@ -179,15 +176,31 @@ class DiffusionGemma(nn.Module):
             logits = torch.tanh(logits / cap) * cap
         return logits
 
+    def rope(
+        self, positions: torch.Tensor, dtype: torch.dtype
+    ) -> dict[LayerType, tuple[torch.Tensor, torch.Tensor]]:
+        """Rotary tables per layer type for positions (b, T)."""
+        return {
+            t: rope_tables(getattr(self, f"inv_freq_{t.value}"), positions, dtype)
+            for t in set(self.config.layer_types)
+        }
+
+    def layer_scalars(self, encoder: bool) -> list[torch.Tensor]:
+        if encoder:
+            return [self.encoder_layer_scalar[i : i + 1] for i in range(len(self.layers))]
+        return [layer.layer_scalar for layer in self.layers]
+
     def _stack(
         self, x: torch.Tensor, store: KVStore, plan: AttentionPlan, encoder_scalars: torch.Tensor | None
     ) -> torch.Tensor:
-        ropes = {
-            t: rope_tables(getattr(self, f"inv_freq_{t.value}"), plan.positions, x.dtype)
-            for t in set(self.config.layer_types)
-        }
+        ropes = self.rope(plan.positions, x.dtype)
+        scalars = self.layer_scalars(encoder=encoder_scalars is not None)
         for i, layer in enumerate(self.layers):
-            spec_type: LayerType = self.config.layers[i].layer_type
-            scalar = layer.layer_scalar if encoder_scalars is None else encoder_scalars[i : i + 1]
-            x = layer(x, ropes[spec_type], store.keys[i], store.values[i], plan, scalar)
+            cos, sin = ropes[self.config.layers[i].layer_type]
+            k, v = store.keys[i], store.values[i]
+
+            def cached(attn: Attention, h: torch.Tensor, cos=cos, sin=sin, k=k, v=v) -> torch.Tensor:
+                return attn.forward(h, cos, sin, k, v, plan)
+
+            x = layer.forward(x, cached, scalars[i])
         return self.norm(x)
