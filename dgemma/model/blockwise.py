@@ -40,34 +40,18 @@ def decoder_masks(
     return {False: full[:, None], True: sliding[:, None]}
 
 
-def forward_blockwise(
-    model: DiffusionGemma,
-    ids: torch.Tensor,
-    canvases: torch.Tensor,
-    starts: torch.Tensor,
-    soft_embeds: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Final hidden states of the encoder (B, T, H) and of every canvas (B, n*C, H).
+Contexts = list[tuple[torch.Tensor, torch.Tensor]]
 
-    Args:
-        ids: clean prompt + response tokens (B, T), right-padded.
-        canvases: the decoder's input, n canvases per row laid end to end (B, n*C).
-        starts: position of each canvas's first token (B, n); canvas k decodes positions
-            starts[:, k] .. starts[:, k] + C - 1 given the clean tokens before it.
-        soft_embeds: self-conditioning embeddings (B, n*C, H), or None (the first denoising step).
-    """
+
+def encode_full(model: DiffusionGemma, ids: torch.Tensor) -> tuple[torch.Tensor, Contexts]:
+    """Causal pass over clean tokens (B, T): final hidden (B, T, H) and every layer's keys and values."""
     config = model.config
-    C, W = config.canvas_length, config.sliding_window
-    B, T = ids.shape
-    n = starts.shape[1]
-    if canvases.shape != (B, n * C):
-        raise ValueError(f"`canvases` must have shape {(B, n * C)}, got {tuple(canvases.shape)}")
-    scalars_enc, scalars_dec = model.layer_scalars(encoder=True), model.layer_scalars(encoder=False)
-
+    T = ids.shape[1]
+    scalars = model.layer_scalars(encoder=True)
     x = model.embed(ids)
     ropes = model.rope(torch.arange(T, device=ids.device)[None], x.dtype)
-    masks = encoder_masks(T, W, ids.device)
-    contexts: list[tuple[torch.Tensor, torch.Tensor]] = []
+    masks = encoder_masks(T, config.sliding_window, ids.device)
+    contexts: Contexts = []
     for i, layer in enumerate(model.layers):
         cos, sin = ropes[config.layers[i].layer_type]
 
@@ -76,18 +60,54 @@ def forward_blockwise(
             contexts.append(kv)
             return out
 
-        x = layer.forward(x, encode, scalars_enc[i])
-    encoder_hidden = model.norm(x)
+        x = layer.forward(x, encode, scalars[i])
+    return model.norm(x), contexts
 
-    positions = (starts[:, :, None] + torch.arange(C, device=ids.device)).reshape(B, n * C)
+
+def decode_canvases(
+    model: DiffusionGemma,
+    contexts: Contexts,
+    canvases: torch.Tensor,
+    starts: torch.Tensor,
+    soft_embeds: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Every canvas (B, n*C) decoded in one pass against the encoder's contexts: hidden (B, n*C, H).
+
+    Args:
+        contexts: from `encode_full` over the clean tokens of the same rows.
+        canvases: the decoder's input, n canvases per row laid end to end.
+        starts: position of each canvas's first token (B, n); canvas k decodes positions
+            starts[:, k] .. starts[:, k] + C - 1 given the clean tokens before it.
+        soft_embeds: self-conditioning embeddings (B, n*C, H), or None (the first denoising step).
+    """
+    config = model.config
+    C = config.canvas_length
+    B, n = starts.shape
+    if canvases.shape != (B, n * C):
+        raise ValueError(f"`canvases` must have shape {(B, n * C)}, got {tuple(canvases.shape)}")
+    T = contexts[0][0].shape[1]
+    scalars = model.layer_scalars(encoder=False)
+    positions = (starts[:, :, None] + torch.arange(C, device=starts.device)).reshape(B, n * C)
     x = model.self_conditioning(model.embed(canvases), soft_embeds)
     ropes = model.rope(positions, x.dtype)
-    masks = decoder_masks(starts, T, C, W)
+    masks = decoder_masks(starts, T, C, config.sliding_window)
     for i, layer in enumerate(model.layers):
         cos, sin = ropes[config.layers[i].layer_type]
 
         def decode(attn: Attention, h: torch.Tensor, cos=cos, sin=sin, i=i) -> torch.Tensor:
             return attn.forward_context(h, cos, sin, contexts[i], masks[attn.is_sliding])[0]
 
-        x = layer.forward(x, decode, scalars_dec[i])
-    return encoder_hidden, model.norm(x)
+        x = layer.forward(x, decode, scalars[i])
+    return model.norm(x)
+
+
+def forward_blockwise(
+    model: DiffusionGemma,
+    ids: torch.Tensor,
+    canvases: torch.Tensor,
+    starts: torch.Tensor,
+    soft_embeds: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Final hidden states of the encoder (B, T, H) and of every canvas (B, n*C, H); see the module doc."""
+    encoder_hidden, contexts = encode_full(model, ids)
+    return encoder_hidden, decode_canvases(model, contexts, canvases, starts, soft_embeds)
