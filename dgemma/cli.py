@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--json", action="store_true", help="print ids, text and stats as one JSON object")
     gen.add_argument("--show-steps", action="store_true", help="show the canvas being refined, live")
     add_sampler_flags(gen)
+
+    from dgemma import cli_sudoku
+
+    cli_sudoku.add_parser(sub, _Parser)
     return parser
 
 
@@ -112,7 +116,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"generate": cmd_generate}
+def cmd_sudoku(args: argparse.Namespace) -> int:
+    from dgemma import cli_sudoku
+
+    return cli_sudoku.run(args)
+
+
+COMMANDS = {"generate": cmd_generate, "sudoku": cmd_sudoku}
 
 
 def main(argv: list[str] | None = None) -> int:

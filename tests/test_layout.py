@@ -7,11 +7,25 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "dgemma"
 # each layer may import only from layers listed before it
-LAYERS = ["config", "model", "sampling", "engine", "text", "tasks", "api", "live", "cli"]
+LAYERS = [
+    "config",
+    "model",
+    "sampling",
+    "engine",
+    "train",
+    "text",
+    "tasks",
+    "api",
+    "apps",
+    "live",
+    "cli_sudoku",
+    "cli",
+]
 
 
 def _layer(module: str) -> str:
-    return module.split(".")[1] if module.count(".") else module
+    """'model.attention' -> 'model': the top-level part of a module path inside the package."""
+    return module.split(".")[0]
 
 
 def _imports(path: Path) -> set[str]:
@@ -40,7 +54,8 @@ def test_imports_point_one_way():
 
 
 def test_config_and_sampling_do_not_import_a_model():
-    assert not any("torch" in m for m in _imports(PACKAGE / "config.py"))
+    for path in (PACKAGE / "config").glob("*.py"):
+        assert "import torch" not in path.read_text(), path
     for path in (PACKAGE / "sampling").glob("*.py"):
         assert not any(m.startswith("dgemma.model") for m in _imports(path)), path
 

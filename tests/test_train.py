@@ -135,3 +135,40 @@ def test_sigkilled_run_resumes_to_identical_state(tmp_path):
     a = load_file(out / "checkpoints" / "step-0000020" / "model.safetensors")
     b = load_file(tmp_path / "clean" / "checkpoints" / "step-0000020" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_export_loads_in_transformers_and_dgemma_with_equal_logits(tmp_path):
+    from transformers import DiffusionGemmaForBlockDiffusion, DynamicCache
+
+    import dgemma
+    from dgemma.config import SamplerConfig
+    from dgemma.train.export import export
+
+    model = init_model(ModelConfig.from_hf(TINY), seed=4)
+    train(model, ReverseDigits(), _config(steps=6), tmp_path / "run", pad_id=0)
+    with torch.no_grad():  # distinct encoder and decoder scalars, so both sets must round-trip
+        model.encoder_layer_scalar.copy_(torch.tensor([0.9, 1.2]))
+    out = export(model, tmp_path / "export", SamplerConfig(max_denoising_steps=12))
+    mine = dgemma.load(out)
+    ref = DiffusionGemmaForBlockDiffusion.from_pretrained(out).eval()
+    assert mine.sampler_defaults.max_denoising_steps == 12
+    ids, canvas = torch.tensor([[2, 5, 6, 7, 8, 9, 10]]), torch.arange(8)[None] + 3
+    with torch.no_grad():
+        cache = DynamicCache(config=ref.config.get_text_config(decoder=True))
+        enc = ref.model.encoder(input_ids=ids, past_key_values=cache)
+        ref_enc = torch.tanh(ref.lm_head(enc.last_hidden_state).float() / 30) * 30
+        ref_dec = ref(past_key_values=cache, decoder_input_ids=canvas).logits
+    assert (mine.encoder_logits(ids) - ref_enc).abs().max() < 1e-4
+    assert (mine.decoder_logits(ids, canvas) - ref_dec).abs().max() < 1e-4
+    original = model.logits(model.decode(canvas, *_store_plan(model, ids)))
+    assert torch.allclose(mine.decoder_logits(ids, canvas), original, atol=1e-5)
+
+
+def _store_plan(model, ids):
+    from dgemma.engine.cache import KVCache
+    from dgemma.engine.passes import encode_rows
+    from dgemma.model import decoder_plan
+
+    kv = KVCache(model.config, 1, ids.shape[1] + 8, model.dtype, model.device)
+    encode_rows(model, kv, [0], [ids[0].tolist()])
+    return kv.store, decoder_plan(kv.lengths, 8, model.config.sliding_window, kv.capacity, None)

@@ -16,7 +16,7 @@ def init_model(
     with torch.device(device):
         model = DiffusionGemma(config)
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.ndim >= 2:
                 p.copy_(torch.randn(p.shape, generator=g) * std)
             else:  # norm weights, router scales, per-expert scales

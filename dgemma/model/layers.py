@@ -112,11 +112,12 @@ class Router(nn.Module):
         return weights * self.per_expert_scale[ids], ids
 
 
-# For small expert banks (multiply-adds per token over all experts below this), running every expert
-# on every token in one batched GEMM pair beats dispatching tokens expert by expert: the loop's
-# per-expert launches cost more than the wasted math. The choice depends on the model's shape only,
-# never on the batch, so a row's numerics do not depend on its batch-mates.
-DENSE_EXPERTS_MAX_MACS_PER_TOKEN = 400_000
+# Small expert banks run every expert on every token in one batched GEMM pair: below this many
+# multiply-adds per canvas (canvas length x all experts' cost per token) that beats dispatching
+# tokens expert by expert, whose per-expert launches cost more than the wasted math. The choice
+# depends on the model alone, never on the batch, so a row's numerics do not depend on its
+# batch-mates. Training (autograd on) always dispatches: its token counts are large.
+DENSE_EXPERTS_MAX_MACS_PER_CANVAS = 12_000_000
 
 
 class Experts(nn.Module):
@@ -128,11 +129,11 @@ class Experts(nn.Module):
         self.gate_up_proj = nn.Parameter(torch.empty(E, 2 * F_, H))
         self.down_proj = nn.Parameter(torch.empty(E, H, F_))
         self.act = activation(config.hidden_activation)
+        self.dense_inference = config.canvas_length * E * 3 * F_ * H <= DENSE_EXPERTS_MAX_MACS_PER_CANVAS
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """x (N, H), weights/ids (N, K) -> (N, H)."""
-        E, two_i, H = self.gate_up_proj.shape
-        if E * 3 * (two_i // 2) * H <= DENSE_EXPERTS_MAX_MACS_PER_TOKEN:
+        if self.dense_inference and not torch.is_grad_enabled():
             return self._dense(x, weights, ids)
         return self._grouped(x, weights, ids)
 

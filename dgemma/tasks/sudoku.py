@@ -191,3 +191,20 @@ def heldout_puzzles(n: int, givens: tuple[int, int] = (22, 35), seed: int = 0) -
     """`n` fixed evaluation puzzles (the same for the same arguments, on every machine)."""
     stream = _stream("heldout", seed, givens)
     return [next(stream) for _ in range(n)]
+
+
+def transform(p: Puzzle, rng: random.Random) -> Puzzle:
+    """A random symmetry of the puzzle (relabel digits, permute rows in bands, bands, columns, stacks,
+    transpose): the result is again a proper puzzle, with the transformed solution."""
+    digits = [0, *rng.sample(range(1, 10), 9)]
+    rows = [b * 3 + r for b in rng.sample(range(3), 3) for r in rng.sample(range(3), 3)]
+    cols = [s * 3 + c for s in rng.sample(range(3), 3) for c in rng.sample(range(3), 3)]
+    transpose = rng.random() < 0.5
+    src_p, src_s = parse(p.puzzle), parse(p.solution)
+    out_p, out_s = [], []
+    for r in rows:
+        for c in cols:
+            i = c * 9 + r if transpose else r * 9 + c
+            out_p.append(digits[src_p[i]])
+            out_s.append(digits[src_s[i]])
+    return Puzzle(to_text(out_p), to_text(out_s))

@@ -71,24 +71,41 @@ def compute_loss(
     encoder_only: bool = False,
 ) -> LossOutput:
     """The training loss of one batch; `encoder_only` trains the autoregressive baseline (AR loss alone)."""
-    encoder_hidden, contexts = encode_full(model, batch.ids)
-    ar = F.cross_entropy(
-        model.logits(encoder_hidden).flatten(0, 1), batch.ar_targets.flatten(), ignore_index=-100
-    )
+    ids = batch.ids
+    if config.ar_weight == 0 and not encoder_only:
+        ids = ids[:, : int(batch.starts.max())]  # canvases read only what precedes them
+    encoder_hidden, contexts = encode_full(model, ids)
+    ar = torch.zeros((), device=ids.device)
+    if config.ar_weight > 0 or encoder_only:
+        logits = model.logits(encoder_hidden)
+        ar = F.cross_entropy(logits.flatten(0, 1), batch.ar_targets.flatten(), ignore_index=-100)
     if encoder_only:
         return LossOutput(ar, torch.zeros_like(ar), ar)
     noisy, _ = corrupt(batch.targets, batch.supervised, model.config.vocab_size, config.min_noise, generator)
     soft = None
     if config.self_conditioning_prob > 0:
-        use = (
-            torch.rand(noisy.shape[0], generator=generator, device=noisy.device)
-            < config.self_conditioning_prob
-        )
+        draw = torch.rand(noisy.shape[0], generator=generator, device=noisy.device)
+        use = draw < config.self_conditioning_prob
         if bool(use.any()):
-            with torch.no_grad():
-                first = model.logits(decode_canvases(model, contexts, noisy, batch.starts))
-                soft = model.soft_embedding(first.to(model.dtype)) * use[:, None, None].to(model.dtype)
+            soft = _self_conditioning(model, contexts, noisy, batch.starts, use)
     logits = model.logits(decode_canvases(model, contexts, noisy, batch.starts, soft))
+    return _diffusion_loss(logits, batch, ar, config)
+
+
+def _self_conditioning(model, contexts, noisy, starts, use: torch.Tensor) -> torch.Tensor:
+    """Soft embeddings from a gradient-free first pass over the rows in `use`; zero for the others."""
+    rows = use.nonzero().squeeze(-1)
+    with torch.no_grad():
+        sub = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in contexts]
+        first = model.logits(decode_canvases(model, sub, noisy[rows], starts[rows]))
+        soft = torch.zeros(*noisy.shape, model.config.hidden_size, dtype=model.dtype, device=noisy.device)
+        soft[rows] = model.soft_embedding(first.to(model.dtype))
+    return soft
+
+
+def _diffusion_loss(
+    logits: torch.Tensor, batch: Batch, ar: torch.Tensor, config: ObjectiveConfig
+) -> LossOutput:
     per_position = F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), reduction="none")
     mask = batch.supervised.flatten()
     diffusion = (per_position * mask).sum() / mask.sum().clamp(min=1)

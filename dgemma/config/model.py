@@ -1,4 +1,4 @@
-"""Frozen configuration dataclasses, read from a Hugging Face checkpoint's JSON files.
+"""The model configuration, read from a Hugging Face checkpoint's config.json.
 
 `ModelConfig` mirrors the text half of `DiffusionGemmaConfig` (transformers 5.23.0), with every
 per-layer choice resolved up front into a `LayerSpec`, so the model code never re-derives it.
@@ -8,9 +8,7 @@ This module does no I/O and imports no torch.
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -205,6 +203,69 @@ class ModelConfig:
             eos_token_ids=_as_id_tuple(eos),
         )
 
+    def to_hf(self) -> dict[str, Any]:
+        """A config.json for this model that dgemma and transformers 5.23.0 both load (text only)."""
+        base = next((s for s in self.layers if s.is_sliding), self.layers[0])
+        per_layer = {
+            str(i): {"head_dim": s.head_dim, "num_key_value_heads": s.num_kv_heads}
+            for i, s in enumerate(self.layers)
+            if (s.head_dim, s.num_kv_heads) != (base.head_dim, base.num_kv_heads)
+        }
+        rope = {
+            t.value: {"rope_type": r.rope_type.value, "rope_theta": r.theta}
+            | (
+                {"partial_rotary_factor": r.partial_rotary_factor}
+                if r.rope_type is RopeType.PROPORTIONAL
+                else {}
+            )
+            | ({"factor": r.factor} if r.factor != 1.0 else {})
+            for t, r in self.rope.items()
+        }
+        text = {
+            "model_type": TEXT_MODEL_TYPE,
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": base.num_kv_heads,
+            "head_dim": base.head_dim,
+            "per_layer_config": per_layer,
+            "layer_types": [t.value for t in self.layer_types],
+            "sliding_window": self.sliding_window,
+            "rope_parameters": rope,
+            "num_experts": self.num_experts,
+            "top_k_experts": self.top_k_experts,
+            "moe_intermediate_size": self.moe_intermediate_size,
+            "hidden_activation": self.hidden_activation,
+            "rms_norm_eps": self.rms_norm_eps,
+            "attention_bias": self.attention_bias,
+            "final_logit_softcapping": self.final_logit_softcapping,
+            "max_position_embeddings": self.max_position_embeddings,
+            "pad_token_id": self.pad_token_id,
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": list(self.eos_token_ids),
+            "tie_word_embeddings": True,
+        }
+        # transformers builds a vision tower from this; a minimal one keeps that cheap (its weights are unused)
+        vision = {
+            "model_type": "gemma4_vision",
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "head_dim": 8,
+        }
+        return {
+            "model_type": MODEL_TYPE,
+            "architectures": ["DiffusionGemmaForBlockDiffusion"],
+            "canvas_length": self.canvas_length,
+            "tie_word_embeddings": True,
+            "text_config": text,
+            "vision_config": vision,
+        }
+
 
 def _as_id_tuple(value: int | list[int] | None) -> tuple[int, ...]:
     if value is None:
@@ -304,86 +365,3 @@ def _resolve_rope(
             factor=float(params.get("factor", 1.0)),
         )
     return rope
-
-
-def _meta(help_text: str) -> dict[str, str]:
-    return {"help": help_text}
-
-
-@dataclass(frozen=True)
-class SamplerConfig:
-    """Knobs of the entropy-bound diffusion sampler; CLI flags and request fields derive from these."""
-
-    max_denoising_steps: int = field(default=48, metadata=_meta("denoising steps per canvas at most"))
-    entropy_bound: float = field(
-        default=0.1, metadata=_meta("entropy budget for accepting tokens per step (higher accepts more)")
-    )
-    t_min: float = field(default=0.4, metadata=_meta("temperature at the last denoising step"))
-    t_max: float = field(default=0.8, metadata=_meta("temperature at the first denoising step"))
-    stability_threshold: int = field(
-        default=1, metadata=_meta("steps the argmax canvas must stay unchanged before stopping (0: no check)")
-    )
-    confidence_threshold: float = field(
-        default=0.005, metadata=_meta("mean token entropy under which a stable canvas stops")
-    )
-
-    def __post_init__(self) -> None:
-        _check_int(self, "max_denoising_steps", minimum=1)
-        _check_int(self, "stability_threshold", minimum=0)
-        for name in ("entropy_bound", "t_min", "t_max", "confidence_threshold"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise ValueError(f"`{name}` must be a finite number, got {value!r}")
-        if self.entropy_bound <= 0:
-            raise ValueError(f"`entropy_bound` must be > 0, got {self.entropy_bound}")
-        if self.confidence_threshold <= 0:
-            raise ValueError(f"`confidence_threshold` must be > 0, got {self.confidence_threshold}")
-        if self.t_min < 0:
-            raise ValueError(f"`t_min` must be >= 0, got {self.t_min}")
-        if self.t_max <= 0 or self.t_max < self.t_min:
-            raise ValueError(f"`t_max` must be > 0 and >= t_min ({self.t_min}), got {self.t_max}")
-
-    @classmethod
-    def from_generation_config(cls, gen: dict[str, Any]) -> SamplerConfig:
-        """Read the sampler defaults from a parsed `generation_config.json`; unset keys keep our defaults."""
-        values: dict[str, Any] = {}
-        sampler = gen.get("sampler_config")
-        if isinstance(sampler, dict) and sampler.get("entropy_bound") is not None:
-            values["entropy_bound"] = sampler["entropy_bound"]
-        for f in fields(cls):
-            if f.name != "entropy_bound" and gen.get(f.name) is not None:
-                values[f.name] = gen[f.name]
-        return cls(**values)
-
-    def replace(self, **overrides: Any) -> SamplerConfig:
-        """A copy with the given fields changed; unknown names raise `ValueError`."""
-        known = {f.name for f in fields(self)}
-        unknown = set(overrides) - known
-        if unknown:
-            raise ValueError(f"unknown sampler setting(s) {sorted(unknown)}; known: {sorted(known)}")
-        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
-
-
-def _check_int(obj: Any, name: str, minimum: int) -> None:
-    value = getattr(obj, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}")
-
-
-@dataclass(frozen=True)
-class GenerationDefaults:
-    """Length and special-token defaults from `generation_config.json` (falling back to config.json)."""
-
-    max_new_tokens: int = 256
-    eos_token_ids: tuple[int, ...] = ()
-    pad_token_id: int | None = None
-
-    @classmethod
-    def from_generation_config(cls, gen: dict[str, Any], model: ModelConfig) -> GenerationDefaults:
-        eos = gen.get("eos_token_id")
-        pad = gen.get("pad_token_id")
-        return cls(
-            max_new_tokens=int(gen.get("max_new_tokens") or 256),
-            eos_token_ids=_as_id_tuple(eos) if eos is not None else model.eos_token_ids,
-            pad_token_id=pad if pad is not None else model.pad_token_id,
-        )

@@ -1,0 +1,192 @@
+"""`dgemma sudoku ...`: train, evaluate and use the Sudoku model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from dgemma.train.objective import ObjectiveConfig
+from dgemma.train.trainer import TrainConfig
+
+
+def add_parser(sub, parser_class) -> None:
+    sdk = sub.add_parser("sudoku", help="the Sudoku model: train, eval, solve")
+    cmds = sdk.add_subparsers(dest="sudoku_command", required=True, parser_class=parser_class)
+
+    tr = cmds.add_parser(
+        "train", help="train the small DiffusionGemma (or --ar-baseline) on generated puzzles"
+    )
+    tr.add_argument("--out", type=Path, required=True, help="run directory (resumes if it holds checkpoints)")
+    tr.add_argument("--steps", type=int, default=2000)
+    tr.add_argument("--batch-size", type=int, default=32)
+    tr.add_argument("--lr", type=float, default=2e-3)
+    tr.add_argument("--warmup-steps", type=int, default=100)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument(
+        "--pool-size", type=int, default=2000, help="generated puzzles; examples are their symmetries"
+    )
+    tr.add_argument("--hidden-size", type=int, default=128)
+    tr.add_argument("--layers", type=int, default=6)
+    tr.add_argument("--experts", type=int, default=8)
+    tr.add_argument("--ar-weight", type=float, default=0.0, help="weight of the encoder's AR loss")
+    tr.add_argument("--ar-baseline", action="store_true", help="train the encoder alone with the AR loss")
+    tr.add_argument("--checkpoint-every", type=int, default=50)
+    tr.add_argument("--init-from", type=Path, default=None, help="start from an exported model directory")
+
+    ev = cmds.add_parser("eval", help="solve rate on held-out puzzles")
+    ev.add_argument("--model", type=Path, default=None, help="model directory (default: the bundled model)")
+    ev.add_argument("--n", type=int, default=100)
+    ev.add_argument("--mode", choices=["diffusion", "ar"], default="diffusion")
+    ev.add_argument("--seed", type=int, default=0)
+
+    de = cmds.add_parser("demo", help="watch held-out puzzles being solved, then the solve rate")
+    de.add_argument("--model", type=Path, default=None, help="model directory (default: the bundled model)")
+    de.add_argument("--n", type=int, default=4, help="puzzles to watch")
+    de.add_argument("--eval-n", type=int, default=50, help="puzzles for the solve rate")
+    de.add_argument("--seed", type=int, default=0)
+
+    so = cmds.add_parser("solve", help="solve puzzles given as 81 characters (0 or . for blanks)")
+    so.add_argument("puzzles", nargs="*")
+    so.add_argument("--file", type=Path, help="a file with one puzzle per line")
+    so.add_argument("--model", type=Path, default=None, help="model directory (default: the bundled model)")
+    so.add_argument("--json", action="store_true", help="print solutions with steps and timing as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    return {"train": _train, "eval": _eval, "solve": _solve, "demo": _demo}[args.sudoku_command](args)
+
+
+def _model_dir(path: Path | None) -> Path:
+    from dgemma.apps.sudoku import bundled_model
+
+    return path if path is not None else bundled_model()
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    import dgemma
+    from dgemma.apps.sudoku import evaluate, solver_requests
+    from dgemma.apps.sudoku_view import watch
+    from dgemma.engine.diffusion import run_diffusion
+    from dgemma.tasks import sudoku
+    from dgemma.tasks.sudoku_data import SudokuFormat
+
+    model = dgemma.load(_model_dir(args.model))
+    console = Console()
+    shown = sudoku.heldout_puzzles(args.n, seed=args.seed + 1)
+    events = run_diffusion(
+        model.model, solver_requests(model, [p.puzzle for p in shown], seed=args.seed), emit_drafts=True
+    )
+    watch(events, [p.puzzle for p in shown], SudokuFormat(model.codec.tokenizer), console)
+    report = evaluate(model, sudoku.heldout_puzzles(args.eval_n), seed=args.seed)
+    buckets = ", ".join(
+        f"{k} givens {v['solve_rate']:.0%} of {v['n']}" for k, v in report["by_givens"].items()
+    )
+    console.print(
+        f"solved {report['solve_rate']:.1%} of {report['n']} held-out puzzles ({buckets}); "
+        f"mean {report['mean_steps']:.1f} denoising steps; {report['puzzles_per_s']:.1f} puzzles/s"
+    )
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from dgemma.apps.sudoku import SudokuTrainSpec, train_sudoku
+
+    config = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup_steps=args.warmup_steps,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        log_every=1,
+        encoder_only=args.ar_baseline,
+        objective=ObjectiveConfig(ar_weight=1.0 if args.ar_baseline else args.ar_weight),
+    )
+    spec = SudokuTrainSpec(
+        out_dir=args.out,
+        train=config,
+        pool_size=args.pool_size,
+        hidden_size=args.hidden_size,
+        num_layers=args.layers,
+        num_experts=args.experts,
+        init_from=args.init_from,
+    )
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.4f}  {task.fields[tps]:.0f} tok/s"),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, transient=False) as progress:
+        task = progress.add_task("training", total=args.steps, loss=float("nan"), tps=0.0)
+
+        def on_log(m: dict) -> None:
+            progress.update(task, completed=m["step"], loss=m["loss"], tps=m["tokens_per_s"])
+
+        result = train_sudoku(spec, on_log=on_log)
+    _plot(result.metrics, args.out / "loss.png")
+    print(f"step {result.step}: loss {result.metrics[-1]['loss']:.4f}; model in {args.out / 'model'}")
+    return 0
+
+
+def _plot(metrics: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = [m["step"] for m in metrics]
+    for key in ("loss", "diffusion_loss", "ar_loss"):
+        if any(m[key] for m in metrics):
+            ax.plot(steps, [m[key] for m in metrics], label=key)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import dgemma
+    from dgemma.apps.sudoku import evaluate
+    from dgemma.tasks import sudoku
+
+    model = dgemma.load(_model_dir(args.model))
+    report = evaluate(model, sudoku.heldout_puzzles(args.n), mode=args.mode, seed=args.seed)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _solve(args: argparse.Namespace) -> int:
+    import dgemma
+    from dgemma.apps.sudoku import solve
+    from dgemma.tasks import sudoku
+
+    puzzles = list(args.puzzles)
+    if args.file:
+        puzzles += [line.strip() for line in args.file.read_text().splitlines() if line.strip()]
+    if not puzzles:
+        raise ValueError("give puzzles as arguments or with --file")
+    cells = [sudoku.to_text(sudoku.parse(p)) for p in puzzles]  # validates every puzzle first
+    model = dgemma.load(_model_dir(args.model))
+    grids, steps, seconds = solve(model, cells)
+    if args.json:
+        rows = [
+            {"puzzle": p, "solution": g, "valid": sudoku.is_valid_solution(p, g), "steps": s}
+            for p, g, s in zip(cells, grids, steps, strict=True)
+        ]
+        print(json.dumps({"results": rows, "seconds": seconds}))
+    else:
+        for g in grids:
+            print(g)
+    return 0 if all(len(g) == sudoku.SIZE for g in grids) else 1
