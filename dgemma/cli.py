@@ -73,6 +73,22 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--show-steps", action="store_true", help="show the canvas being refined, live")
     add_sampler_flags(gen)
 
+    tr = sub.add_parser("train", help="fine-tune a checkpoint on JSONL data (prompt/response or messages)")
+    tr.add_argument("--model", required=True, help="checkpoint directory to start from")
+    tr.add_argument("--data", required=True, help="JSONL file: {prompt, response} or {messages} per line")
+    tr.add_argument("--out", required=True, help="run directory: checkpoints, metrics, loss.png, model/")
+    tr.add_argument("--steps", type=int, default=100)
+    tr.add_argument("--batch-size", type=int, default=8)
+    tr.add_argument("--grad-accum", type=int, default=1)
+    tr.add_argument("--lr", type=float, default=1e-4)
+    tr.add_argument("--warmup-steps", type=int, default=10)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--ar-weight", type=float, default=1.0, help="weight of the encoder's AR loss")
+    tr.add_argument("--self-conditioning-prob", type=float, default=0.5)
+    tr.add_argument("--freeze-router", action="store_true")
+    tr.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    tr.add_argument("--checkpoint-every", type=int, default=50)
+
     from dgemma import cli_sudoku
 
     cli_sudoku.add_parser(sub, _Parser)
@@ -116,13 +132,63 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import dgemma
+    from dgemma.cli_sudoku import train_with_progress
+    from dgemma.model.loader import read_json
+    from dgemma.train.data import ShuffledData, read_jsonl
+    from dgemma.train.export import export
+    from dgemma.train.objective import ObjectiveConfig
+    from dgemma.train.trainer import TrainConfig
+
+    config = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        lr=args.lr,
+        warmup_steps=args.warmup_steps,
+        seed=args.seed,
+        autocast_bf16=args.bf16,
+        freeze_router=args.freeze_router,
+        checkpoint_every=args.checkpoint_every,
+        log_every=1,
+        objective=ObjectiveConfig(
+            ar_weight=args.ar_weight, self_conditioning_prob=args.self_conditioning_prob
+        ),
+    )
+    model = dgemma.load(args.model)
+    if model.codec is None:
+        raise ValueError(f"{args.model} has no tokenizer.json; training data is text")
+    eos = model.defaults.eos_token_ids
+    if not eos:
+        raise ValueError(f"{args.model} defines no end-of-sequence token")
+    data = read_jsonl(Path(args.data), model.codec, eos[0], model.config.max_position_embeddings)
+    out = Path(args.out)
+    result = train_with_progress(
+        model.model, ShuffledData(data, args.seed), config, out, model.config.pad_token_id or 0
+    )
+    source = Path(args.model)
+    export(
+        model.model,
+        out / "model",
+        model.sampler_defaults,
+        read_json(source / "config.json"),
+        source,
+        model.defaults.max_new_tokens,
+    )
+    print(f"step {result.step}: loss {result.metrics[-1]['loss']:.4f}; model in {out / 'model'}")
+    return 0
+
+
 def cmd_sudoku(args: argparse.Namespace) -> int:
     from dgemma import cli_sudoku
 
     return cli_sudoku.run(args)
 
 
-COMMANDS = {"generate": cmd_generate, "sudoku": cmd_sudoku}
+COMMANDS = {"generate": cmd_generate, "train": cmd_train, "sudoku": cmd_sudoku}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 from dgemma.train.objective import ObjectiveConfig
@@ -92,8 +93,6 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
     from dgemma.apps.sudoku import SudokuTrainSpec, train_sudoku
 
     config = TrainConfig(
@@ -116,6 +115,18 @@ def _train(args: argparse.Namespace) -> int:
         num_experts=args.experts,
         init_from=args.init_from,
     )
+    with _progress(args.steps) as on_log:
+        result = train_sudoku(spec, on_log=on_log)
+    _plot(result.metrics, args.out / "loss.png")
+    print(f"step {result.step}: loss {result.metrics[-1]['loss']:.4f}; model in {args.out / 'model'}")
+    return 0
+
+
+@contextmanager
+def _progress(total: int):
+    """A rich progress bar fed by the trainer's per-step metrics: loss, tokens/s, ETA."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
     columns = [
         TextColumn("{task.description}"),
         BarColumn(),
@@ -123,16 +134,19 @@ def _train(args: argparse.Namespace) -> int:
         TextColumn("loss {task.fields[loss]:.4f}  {task.fields[tps]:.0f} tok/s"),
         TimeRemainingColumn(),
     ]
-    with Progress(*columns, transient=False) as progress:
-        task = progress.add_task("training", total=args.steps, loss=float("nan"), tps=0.0)
+    with Progress(*columns) as progress:
+        task = progress.add_task("training", total=total, loss=float("nan"), tps=0.0)
+        yield lambda m: progress.update(task, completed=m["step"], loss=m["loss"], tps=m["tokens_per_s"])
 
-        def on_log(m: dict) -> None:
-            progress.update(task, completed=m["step"], loss=m["loss"], tps=m["tokens_per_s"])
 
-        result = train_sudoku(spec, on_log=on_log)
-    _plot(result.metrics, args.out / "loss.png")
-    print(f"step {result.step}: loss {result.metrics[-1]['loss']:.4f}; model in {args.out / 'model'}")
-    return 0
+def train_with_progress(model, data, config: TrainConfig, out: Path, pad_id: int):
+    """`train` with a progress bar, then the loss curve as out/loss.png."""
+    from dgemma.train.trainer import train
+
+    with _progress(config.steps) as on_log:
+        result = train(model, data, config, out, pad_id, on_log=on_log)
+    _plot(result.metrics, out / "loss.png")
+    return result
 
 
 def _plot(metrics: list[dict], path: Path) -> None:

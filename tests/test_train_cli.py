@@ -1,0 +1,78 @@
+"""`dgemma train` on JSONL data: fine-tunes a checkpoint, exports a loadable model, rejects bad data."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from safetensors.torch import load_file
+
+import dgemma
+from tests.test_cli import _one_line_error, run
+
+LINES = [
+    {"prompt": "Why is the sky blue?", "response": "Blue light scatters most."},
+    {"messages": [{"role": "user", "content": "Add 2 and 3."}, {"role": "assistant", "content": "5"}]},
+    {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Name a fox."},
+            {"role": "assistant", "content": "The quick brown fox."},
+        ]
+    },
+]
+
+
+def test_train_from_jsonl_exports_a_model(checkpoint, tmp_path):
+    data = tmp_path / "data.jsonl"
+    data.write_text("\n".join(json.dumps(x) for x in LINES) + "\n")
+    out = tmp_path / "run"
+    proc = run(
+        "train",
+        "--model",
+        str(checkpoint[0]),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--steps",
+        "4",
+        "--batch-size",
+        "2",
+        "--lr",
+        "1e-2",
+        "--checkpoint-every",
+        "2",
+        "--freeze-router",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "loss.png").is_file() and len((out / "metrics.jsonl").read_text().splitlines()) == 4
+    before = load_file(checkpoint[0] / "model.safetensors")
+    after = load_file(out / "model" / "model.safetensors")
+    name_q = "model.decoder.layers.0.self_attn.q_proj.weight"
+    name_r = "model.decoder.layers.0.router.proj.weight"
+    assert not torch.equal(before[name_q], after[name_q])  # trained
+    assert torch.equal(before[name_r], after[name_r])  # frozen router
+    m = dgemma.load(out / "model")
+    assert m.codec is not None and m.generate("Why is the sky blue?", max_new_tokens=4).token_ids[0]
+
+
+def test_bad_training_data(checkpoint, tmp_path):
+    good = str(checkpoint[0])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "hi"}\n')
+    _one_line_error(
+        run("train", "--model", good, "--data", str(bad), "--out", str(tmp_path / "o")), "bad.jsonl:1"
+    )
+    bad.write_text("not json\n")
+    _one_line_error(
+        run("train", "--model", good, "--data", str(bad), "--out", str(tmp_path / "o")), "not valid JSON"
+    )
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    _one_line_error(
+        run("train", "--model", good, "--data", str(bad), "--out", str(tmp_path / "o")), "assistant"
+    )
+    _one_line_error(
+        run("train", "--model", good, "--data", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "o")),
+        "not found",
+    )
