@@ -86,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--ar-weight", type=float, default=1.0, help="weight of the encoder's AR loss")
     tr.add_argument("--self-conditioning-prob", type=float, default=0.5)
     tr.add_argument("--freeze-router", action="store_true")
+    tr.add_argument("--lora-rank", type=int, default=0, help="LoRA rank (0: full fine-tuning)")
+    tr.add_argument("--lora-alpha", type=float, default=16.0)
+    tr.add_argument(
+        "--lora-targets",
+        default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+        help="comma-separated module names that get adapters",
+    )
     tr.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     tr.add_argument("--checkpoint-every", type=int, default=50)
 
@@ -152,6 +159,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         autocast_bf16=args.bf16,
         freeze_router=args.freeze_router,
+        lora_rank=args.lora_rank,
+        lora_alpha=args.lora_alpha,
+        lora_targets=tuple(t.strip() for t in args.lora_targets.split(",") if t.strip()),
         checkpoint_every=args.checkpoint_every,
         log_every=1,
         objective=ObjectiveConfig(

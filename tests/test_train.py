@@ -172,3 +172,33 @@ def _store_plan(model, ids):
     kv = KVCache(model.config, 1, ids.shape[1] + 8, model.dtype, model.device)
     encode_rows(model, kv, [0], [ids[0].tolist()])
     return kv.store, decoder_plan(kv.lengths, 8, model.config.sliding_window, kv.capacity, None)
+
+
+def test_lora_trains_adapters_only_and_merges_on_export(tmp_path):
+    import dgemma
+    from dgemma.config import SamplerConfig
+    from dgemma.train.export import export
+
+    model = init_model(ModelConfig.from_hf(TINY), seed=6)
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    result = train(
+        model,
+        ReverseDigits(),
+        _config(steps=40, lr=1e-2, lora_rank=4, log_every=10, checkpoint_every=40),
+        tmp_path / "run",
+        pad_id=0,
+    )
+    assert result.metrics[-1]["loss"] < result.metrics[0]["loss"]
+    trainable = [n for n, p in model.named_parameters() if ".A" in n or ".B" in n]
+    assert trainable and all(n.endswith((".A", ".B")) for n in trainable)
+    state = model.state_dict()
+    assert torch.equal(state["embed_tokens.weight"], base["embed_tokens.weight"])  # frozen base
+    assert torch.equal(
+        state["layers.0.self_attn.q_proj.parametrizations.weight.original"],
+        base["layers.0.self_attn.q_proj.weight"],
+    )
+    adapted = model.layers[0].self_attn.q_proj.weight.detach().clone()
+    assert not torch.equal(adapted, base["layers.0.self_attn.q_proj.weight"])
+    out = export(model, tmp_path / "export", SamplerConfig())
+    merged = dgemma.load(out).model
+    assert torch.equal(merged.layers[0].self_attn.q_proj.weight, adapted)

@@ -76,3 +76,52 @@ def test_bad_training_data(checkpoint, tmp_path):
         run("train", "--model", good, "--data", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "o")),
         "not found",
     )
+    bad.write_text(json.dumps(LINES[0]) + "\n")
+    _one_line_error(
+        run(
+            "train",
+            "--model",
+            good,
+            "--data",
+            str(bad),
+            "--out",
+            str(tmp_path / "o"),
+            "--lora-rank",
+            "2",
+            "--lora-targets",
+            "qq",
+        ),
+        "unknown LoRA target",
+    )
+
+
+def test_lora_fine_tune_from_cli(checkpoint, tmp_path):
+    data = tmp_path / "data.jsonl"
+    data.write_text("\n".join(json.dumps(x) for x in LINES) + "\n")
+    out = tmp_path / "lora"
+    proc = run(
+        "train",
+        "--model",
+        str(checkpoint[0]),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--steps",
+        "3",
+        "--batch-size",
+        "2",
+        "--lr",
+        "1e-2",
+        "--lora-rank",
+        "2",
+        "--lora-targets",
+        "q_proj,down_proj",
+    )
+    assert proc.returncode == 0, proc.stderr
+    before = load_file(checkpoint[0] / "model.safetensors")
+    after = load_file(out / "model" / "model.safetensors")
+    assert set(after) == {k for k in before if "vision" not in k}  # merged: plain checkpoint names
+    q, k = "model.decoder.layers.1.self_attn.q_proj.weight", "model.decoder.layers.1.self_attn.k_proj.weight"
+    assert not torch.equal(before[q], after[q])
+    assert torch.equal(before[k], after[k])

@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 
 from dgemma.config import SamplerConfig
 from dgemma.model import DiffusionGemma
+from dgemma.train.lora import merge_lora
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -48,7 +49,11 @@ def export(
     tokenizer_dir: Path | None = None,
     max_new_tokens: int = 256,
 ) -> Path:
-    """Export to `out_dir` (replaced if it exists). `config_json` defaults to the model's own `to_hf()`."""
+    """Export to `out_dir` (replaced if it exists). `config_json` defaults to the model's own `to_hf()`.
+
+    LoRA adapters, if any, are merged into the model's weights first (in place).
+    """
+    merge_lora(model)
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

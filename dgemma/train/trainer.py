@@ -20,6 +20,7 @@ import torch
 from dgemma.model import DiffusionGemma
 from dgemma.train import checkpoint
 from dgemma.train.batch import Example, collate
+from dgemma.train.lora import apply_lora
 from dgemma.train.objective import ObjectiveConfig, compute_loss
 
 
@@ -42,6 +43,17 @@ class TrainConfig:
     seed: int = 0
     autocast_bf16: bool = False
     freeze_router: bool = False
+    lora_rank: int = 0  # 0: full fine-tuning
+    lora_alpha: float = 16.0
+    lora_targets: tuple[str, ...] = (
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    )
     encoder_only: bool = False  # the autoregressive baseline: AR loss alone
     checkpoint_every: int = 100
     log_every: int = 10
@@ -96,6 +108,8 @@ def train(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     model.train().requires_grad_(True)
+    if config.lora_rank:
+        apply_lora(model, config.lora_rank, config.lora_alpha, config.lora_targets, seed=config.seed)
     if config.freeze_router:
         for layer in model.layers:
             layer.router.requires_grad_(False)
@@ -125,7 +139,7 @@ def train(
             saved = checkpoint.save(out_dir / "checkpoints", step, model, optimizer, state)
             _write_metrics(out_dir, metrics)
     model.eval().requires_grad_(False)
-    return TrainResult(step, metrics, saved)
+    return TrainResult(step, metrics, saved)  # LoRA adapters stay attached; `export` merges them
 
 
 def _train_step(model, data, config, optimizer, step, pad_id, device) -> tuple[float, float, float, int]:
