@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from dgemma import editing
 from dgemma.config import GenerationDefaults, ModelConfig, SamplerConfig
 from dgemma.engine.autoregressive import run_autoregressive
 from dgemma.engine.cache import KVCache
@@ -150,6 +151,14 @@ class Model:
             if isinstance(event, DoneEvent):
                 done = event
         return self.finish(done.completions)
+
+    def infill(self, prefix: str, suffix: str, length: int | str = "auto", **kwargs: Any):
+        """Fill the gap between prefix and suffix (see `dgemma.editing.infill`); returns an InfillResult."""
+        return editing.infill(self, prefix, suffix, length, **kwargs)
+
+    def edit(self, text: str, start: int, end: int, length: int | str = "auto", **kwargs: Any):
+        """Regenerate text[start:end] in place, keeping the rest byte for byte (see `dgemma.editing.edit`)."""
+        return editing.edit(self, text, start, end, length, **kwargs)
 
     def finish(self, completions: list[Completion]) -> GenerationOutput:
         texts = [self.codec.decode(c.token_ids) if self.codec else "" for c in completions]

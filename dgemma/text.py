@@ -117,6 +117,10 @@ class TextCodec:
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
+    def special_ids(self) -> set[int]:
+        """Ids of the tokenizer's special tokens (never generated inside an infill gap)."""
+        return {i for i, tok in self.tokenizer.get_added_tokens_decoder().items() if tok.special}
+
     def token_text(self, token_id: int) -> str:
         return self.tokenizer.decode([token_id], skip_special_tokens=False)
 

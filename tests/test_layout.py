@@ -15,6 +15,7 @@ LAYERS = [
     "text",
     "train",
     "tasks",
+    "editing",
     "api",
     "apps",
     "live",

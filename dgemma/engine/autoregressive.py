@@ -33,6 +33,8 @@ def pick_token(logits: torch.Tensor, temperature: float, generator: torch.Genera
 def run_autoregressive(model: DiffusionGemma, requests: list[Request]) -> Iterator[Event]:
     """Generate token by token for every request; yields a Commit event per token, then Done."""
     config, device = model.config, model.device
+    if any(r.fixed or r.allowed for r in requests):
+        raise ValueError("canvas constraints (fixed or allowed tokens) need diffusion mode, not mode 'ar'")
     capacity = check_fits(requests, config, lambda r: len(r.prompt) + r.max_new_tokens)
     cache = KVCache(config, len(requests), capacity, model.dtype, device)
     generators = [r.generator(device) for r in requests]

@@ -26,6 +26,7 @@ from dgemma.engine.request import Request, check_fits
 from dgemma.engine.results import Completion, FinishReason, RowStats
 from dgemma.model import DiffusionGemma
 from dgemma.sampling import denoise_step
+from dgemma.sampling.constraints import CanvasConstraint
 
 
 @dataclass
@@ -42,6 +43,8 @@ class _Row:
     argmax: torch.Tensor | None = None
     history: torch.Tensor | None = None
     soft: torch.Tensor | None = None
+    constraint: CanvasConstraint | None = None
+    entropy: float = 0.0
     step: int = 0
     denoising: bool = False
 
@@ -75,7 +78,7 @@ def run_diffusion(
         canvas_index = 0
         while active := [r for r in rows if r.finish is None]:
             for row in active:
-                _start_canvas(row, C, config.vocab_size)
+                _start_canvas(row, C, config.vocab_size, canvas_index)
             while denoising := [r for r in active if r.denoising]:
                 yield from _denoise_step(model, cache, denoising, canvas_index, emit_drafts)
             yield from _commit(model, cache, active, canvas_index)
@@ -94,9 +97,12 @@ def _timed(rows: list[_Row], phase: str, device: torch.device, fn):
     return out
 
 
-def _start_canvas(row: _Row, canvas_length: int, vocab_size: int) -> None:
+def _start_canvas(row: _Row, canvas_length: int, vocab_size: int, canvas_index: int) -> None:
     device = row.generator.device
     row.canvas = torch.randint(0, vocab_size, (canvas_length,), generator=row.generator, device=device)
+    row.constraint = row.request.constraint(canvas_index, canvas_length, vocab_size, device)
+    if row.constraint is not None:  # clamped tokens are clean context from the first step
+        row.canvas = row.constraint.clamp(row.canvas)
     row.argmax = row.canvas
     row.history = torch.full(
         (row.request.sampler.stability_threshold, canvas_length), -1, dtype=torch.long, device=device
@@ -128,8 +134,11 @@ def _denoise_step(
                 sampler.max_denoising_steps - row.step,
                 sampler,
                 row.generator,
+                row.constraint,
             )
             row.canvas, row.argmax, row.history = out.canvas, out.argmax, out.history
+            free = out.entropy if row.constraint is None else out.entropy[~row.constraint.fixed]
+            row.entropy = float(free.mean()) if free.numel() else 0.0
             row.soft = model.soft_embedding(out.processed_logits.to(model.dtype))
             row.step += 1
             row.stats.decoder_forwards += 1
@@ -154,6 +163,7 @@ def _commit(model: DiffusionGemma, cache: KVCache, rows: list[_Row], canvas_inde
         row.tokens.extend(kept)
         row.stats.canvases += 1
         row.stats.steps_per_canvas.append(row.step)
+        row.stats.entropy_per_canvas.append(row.entropy)
         row.stats.num_tokens = len(row.tokens)
         events.append(CommitEvent(row.index, canvas_index, kept, row.step))
         if row.finish is None:

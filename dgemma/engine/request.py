@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from dgemma.config import ModelConfig, SamplerConfig
+from dgemma.sampling.constraints import CanvasConstraint
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,10 @@ class Request:
     seed: int
     eos_token_ids: tuple[int, ...]
     temperature: float = 0.0  # autoregressive mode only: 0 is greedy
+    # constraints on generated positions (0 = the first generated token), diffusion mode only
+    fixed: dict[int, int] | None = None  # position -> token it is clamped to
+    allowed: dict[int, tuple[int, ...]] | None = None  # position -> the tokens it may become
+    banned: tuple[int, ...] = ()  # tokens no unclamped position may become
 
     def __post_init__(self) -> None:
         if not self.prompt:
@@ -30,6 +35,36 @@ class Request:
             raise ValueError(f"`max_new_tokens` must be a positive integer, got {self.max_new_tokens!r}")
         if self.temperature < 0 or not math.isfinite(self.temperature):
             raise ValueError(f"`temperature` must be a finite number >= 0, got {self.temperature!r}")
+        for name, table in (("fixed", self.fixed or {}), ("allowed", self.allowed or {})):
+            for pos in table:
+                if not 0 <= pos < self.max_new_tokens:
+                    raise ValueError(
+                        f"`{name}` position {pos} is outside the {self.max_new_tokens} generated tokens"
+                    )
+        for pos, tokens in (self.allowed or {}).items():
+            if not tokens:
+                raise ValueError(f"`allowed` gives position {pos} no token")
+
+    def constraint(self, canvas_index: int, canvas_length: int, vocab_size: int, device: torch.device):
+        """The CanvasConstraint of canvas `canvas_index`, or None when the request has no constraints."""
+        if not self.fixed and not self.allowed and not self.banned:
+            return None
+        start = canvas_index * canvas_length
+        fixed = torch.zeros(canvas_length, dtype=torch.bool, device=device)
+        tokens = torch.zeros(canvas_length, dtype=torch.long, device=device)
+        for pos, tok in (self.fixed or {}).items():
+            if start <= pos < start + canvas_length:
+                fixed[pos - start], tokens[pos - start] = True, tok
+        allowed = None
+        local = {p - start: t for p, t in (self.allowed or {}).items() if start <= p < start + canvas_length}
+        if local or self.banned:
+            allowed = torch.ones(canvas_length, vocab_size, dtype=torch.bool, device=device)
+            if self.banned:
+                allowed[:, torch.as_tensor(self.banned, device=device)] = False
+            for pos, toks in local.items():
+                allowed[pos] = False
+                allowed[pos, torch.as_tensor(toks, device=device)] = True
+        return CanvasConstraint(fixed, tokens, allowed)
 
     def generator(self, device: torch.device) -> torch.Generator:
         return torch.Generator(device=device).manual_seed(self.seed)
@@ -44,6 +79,9 @@ def check_fits(requests: list[Request], config: ModelConfig, slots_needed) -> in
                 raise ValueError(
                     f"request {i}: prompt token id {tok} is outside the vocabulary (0..{config.vocab_size - 1})"
                 )
+        for tok in list((req.fixed or {}).values()) + [t for ts in (req.allowed or {}).values() for t in ts]:
+            if not 0 <= tok < config.vocab_size:
+                raise ValueError(f"request {i}: constrained token id {tok} is outside the vocabulary")
         need = slots_needed(req)
         if need > config.max_position_embeddings:
             raise ValueError(

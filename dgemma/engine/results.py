@@ -22,6 +22,8 @@ class RowStats:
     denoise_s: float = 0.0
     commit_s: float = 0.0
     num_tokens: int = 0
+    # mean entropy over each canvas's unclamped positions at its last step (the model's uncertainty)
+    entropy_per_canvas: list[float] = field(default_factory=list)
 
     @property
     def tokens_per_forward(self) -> float:
