@@ -73,6 +73,25 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--show-steps", action="store_true", help="show the canvas being refined, live")
     add_sampler_flags(gen)
 
+    inf = sub.add_parser("infill", help="fill the gap between a prefix and a suffix")
+    inf.add_argument("--model", required=True)
+    inf.add_argument("--prefix", required=True, help="text before the gap ('-' reads stdin)")
+    inf.add_argument("--suffix", required=True, help="text after the gap")
+    inf.add_argument("--length", default="auto", help="gap length in tokens, or 'auto'")
+    inf.add_argument("--seed", type=int, default=0)
+    inf.add_argument("--json", action="store_true", help="print text, fill, length and scores as JSON")
+    add_sampler_flags(inf)
+
+    ed = sub.add_parser("edit", help="regenerate a span of a text in place")
+    ed.add_argument("--model", required=True)
+    ed.add_argument("--text", required=True, help="the text ('-' reads stdin)")
+    ed.add_argument("--start", type=int, required=True, help="first character of the span")
+    ed.add_argument("--end", type=int, required=True, help="one past the last character of the span")
+    ed.add_argument("--length", default="auto", help="new span length in tokens, or 'auto'")
+    ed.add_argument("--seed", type=int, default=0)
+    ed.add_argument("--json", action="store_true")
+    add_sampler_flags(ed)
+
     tr = sub.add_parser("train", help="fine-tune a checkpoint on JSONL data (prompt/response or messages)")
     tr.add_argument("--model", required=True, help="checkpoint directory to start from")
     tr.add_argument("--data", required=True, help="JSONL file: {prompt, response} or {messages} per line")
@@ -192,13 +211,70 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _length(value: str) -> int | str:
+    if value == "auto":
+        return value
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"`--length` must be a positive integer or 'auto', got {value!r}")
+    return int(value)
+
+
+def _print_fill(result, as_json: bool) -> None:
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "text": result.text,
+                    "fill": result.fill,
+                    "length": result.length,
+                    "score": result.score,
+                    "candidates": result.candidates,
+                }
+            )
+        )
+    else:
+        print(result.text)
+
+
+def cmd_infill(args: argparse.Namespace) -> int:
+    import dgemma
+
+    prefix = sys.stdin.read() if args.prefix == "-" else args.prefix
+    length = _length(args.length)
+    SamplerConfig().replace(**sampler_overrides(args))
+    model = dgemma.load(args.model)
+    _print_fill(
+        model.infill(prefix, args.suffix, length, seed=args.seed, **sampler_overrides(args)), args.json
+    )
+    return 0
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    import dgemma
+
+    text = sys.stdin.read() if args.text == "-" else args.text
+    length = _length(args.length)
+    SamplerConfig().replace(**sampler_overrides(args))
+    model = dgemma.load(args.model)
+    _print_fill(
+        model.edit(text, args.start, args.end, length, seed=args.seed, **sampler_overrides(args)), args.json
+    )
+    return 0
+
+
 def cmd_sudoku(args: argparse.Namespace) -> int:
     from dgemma import cli_sudoku
 
     return cli_sudoku.run(args)
 
 
-COMMANDS = {"generate": cmd_generate, "train": cmd_train, "sudoku": cmd_sudoku}
+COMMANDS = {
+    "generate": cmd_generate,
+    "infill": cmd_infill,
+    "edit": cmd_edit,
+    "train": cmd_train,
+    "sudoku": cmd_sudoku,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,6 +40,7 @@ def add_parser(sub, parser_class) -> None:
     ev.add_argument("--n", type=int, default=100)
     ev.add_argument("--mode", choices=["diffusion", "ar"], default="diffusion")
     ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--clamp-givens", action="store_true", help="givens also as clamped canvas positions")
 
     de = cmds.add_parser("demo", help="watch held-out puzzles being solved, then the solve rate")
     de.add_argument("--model", type=Path, default=None, help="model directory (default: the bundled model)")
@@ -52,6 +53,7 @@ def add_parser(sub, parser_class) -> None:
     so.add_argument("--file", type=Path, help="a file with one puzzle per line")
     so.add_argument("--model", type=Path, default=None, help="model directory (default: the bundled model)")
     so.add_argument("--json", action="store_true", help="print solutions with steps and timing as JSON")
+    so.add_argument("--clamp-givens", action="store_true", help="givens also as clamped canvas positions")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -176,7 +178,11 @@ def _eval(args: argparse.Namespace) -> int:
     from dgemma.tasks import sudoku
 
     model = dgemma.load(_model_dir(args.model))
-    report = evaluate(model, sudoku.heldout_puzzles(args.n), mode=args.mode, seed=args.seed)
+    if args.clamp_givens and args.mode == "ar":
+        raise ValueError("--clamp-givens needs diffusion mode")
+    report = evaluate(
+        model, sudoku.heldout_puzzles(args.n), mode=args.mode, seed=args.seed, clamp_givens=args.clamp_givens
+    )
     print(json.dumps(report, indent=2))
     return 0
 
@@ -193,7 +199,7 @@ def _solve(args: argparse.Namespace) -> int:
         raise ValueError("give puzzles as arguments or with --file")
     cells = [sudoku.to_text(sudoku.parse(p)) for p in puzzles]  # validates every puzzle first
     model = dgemma.load(_model_dir(args.model))
-    grids, steps, seconds = solve(model, cells)
+    grids, steps, seconds = solve(model, cells, clamp_givens=args.clamp_givens)
     if args.json:
         rows = [
             {"puzzle": p, "solution": g, "valid": sudoku.is_valid_solution(p, g), "steps": s}

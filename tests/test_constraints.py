@@ -108,3 +108,38 @@ def test_bad_constraint_input(model):
         from dgemma.engine.autoregressive import run_autoregressive
 
         list(run_autoregressive(model.model, [Request([5], 4, SAMPLER, 0, (), fixed={1: 5})]))
+
+
+def test_infill_and_edit_commands(checkpoint):
+    import json
+
+    from tests.test_cli import _one_line_error, run
+
+    d = str(checkpoint[0])
+    proc = run(
+        "infill",
+        "--model",
+        d,
+        "--prefix",
+        "def add(a, b):\n    return ",
+        "--suffix",
+        "\n",
+        "--length",
+        "3",
+        "--json",
+        "--max_denoising_steps",
+        "3",
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["length"] == 3 and out["text"] == "def add(a, b):\n    return " + out["fill"] + "\n"
+    text = "The quick brown fox."
+    proc = run(
+        "edit", "--model", d, "--text", text, "--start", "4", "--end", "9", "--max_denoising_steps", "3"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("The ") and proc.stdout.endswith(" brown fox.\n")
+    _one_line_error(run("edit", "--model", d, "--text", "abc", "--start", "2", "--end", "1"), "start")
+    _one_line_error(
+        run("infill", "--model", d, "--prefix", "a", "--suffix", "b", "--length", "x"), "--length"
+    )

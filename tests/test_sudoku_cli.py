@@ -56,3 +56,13 @@ def test_bad_puzzles_give_one_line_errors(trained):
     _one_line_error(run("sudoku", "solve", "--model", model, "123"), "a puzzle needs 81 cells, got 3")
     _one_line_error(run("sudoku", "solve", "--model", model, "x" * 81), "cell 1 is 'x'")
     _one_line_error(run("sudoku", "solve", "--model", model), "give puzzles")
+
+
+def test_clamped_givens_are_kept_and_blanks_are_digits(trained):
+    puzzles = [p.puzzle for p in sudoku.heldout_puzzles(3)]
+    proc = run("sudoku", "solve", "--model", str(trained / "model"), "--clamp-givens", "--json", *puzzles)
+    assert proc.returncode == 0, proc.stderr
+    for row in json.loads(proc.stdout)["results"]:
+        grid, puzzle = row["solution"], row["puzzle"]
+        assert len(grid) == 81 and set(grid) <= set("123456789")
+        assert all(g == p for g, p in zip(grid, puzzle, strict=True) if p != "0")

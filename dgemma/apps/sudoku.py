@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from dgemma.api import Model, load
 from dgemma.config import ModelConfig, SamplerConfig
+from dgemma.engine.diffusion import run_diffusion
+from dgemma.engine.events import DoneEvent
 from dgemma.model.init import init_model
 from dgemma.tasks import sudoku
 from dgemma.tasks.sudoku_data import CANVAS_LENGTH, SudokuData, SudokuFormat, build_tokenizer, model_config
@@ -68,12 +70,25 @@ def bundled_model() -> Path:
     return BUNDLED
 
 
-def solver_requests(model: Model, puzzles: list[str], seed: int = 0, **sampler: Any):
-    """Engine requests for puzzles (for callers that want the event stream)."""
+def solver_requests(
+    model: Model, puzzles: list[str], seed: int = 0, clamp_givens: bool = False, **sampler: Any
+):
+    """Engine requests for puzzles. With `clamp_givens` the givens are also clamped canvas positions
+    (as is the final <eos>), and the blanks may only become digits 1-9."""
     fmt = SudokuFormat(model.codec.tokenizer)
-    return model.requests(
-        [fmt.prompt(p) for p in puzzles], max_new_tokens=CANVAS_LENGTH, seed=seed, **sampler
-    )
+    prompts = [fmt.prompt(p) for p in puzzles]
+    requests = model.requests(prompts, max_new_tokens=CANVAS_LENGTH, seed=seed, **sampler)
+    if not clamp_givens:
+        return requests
+    digits = tuple(fmt.ids[d] for d in "123456789")
+    out = []
+    for req, puzzle in zip(requests, puzzles, strict=True):
+        cells = sudoku.parse(puzzle)
+        fixed = {i: fmt.ids[str(v)] for i, v in enumerate(cells) if v}
+        fixed[sudoku.SIZE] = fmt.ids["<eos>"]
+        allowed = {i: digits for i, v in enumerate(cells) if not v}
+        out.append(replace(req, fixed=fixed, allowed=allowed))
+    return out
 
 
 def solve(
@@ -82,6 +97,7 @@ def solve(
     mode: str = "diffusion",
     seed: int = 0,
     batch_size: int = 16,
+    clamp_givens: bool = False,
     **sampler: Any,
 ):
     """Model outputs for puzzles: (grids, steps per puzzle, seconds)."""
@@ -90,11 +106,18 @@ def solve(
     start = time.perf_counter()
     for i in range(0, len(puzzles), batch_size):
         chunk = puzzles[i : i + batch_size]
-        out = model.generate(
-            [fmt.prompt(p) for p in chunk], mode=mode, max_new_tokens=CANVAS_LENGTH, seed=seed + i, **sampler
-        )
-        grids += [fmt.grid(ids) for ids in out.token_ids]
-        steps += [sum(s.steps_per_canvas) if s.steps_per_canvas else s.decoder_forwards for s in out.stats]
+        if mode == "ar":
+            prompts = [fmt.prompt(p) for p in chunk]
+            out = model.generate(prompts, mode="ar", max_new_tokens=CANVAS_LENGTH, seed=seed + i)
+            completions = list(zip(out.token_ids, out.stats, strict=True))
+        else:
+            requests = solver_requests(model, chunk, seed=seed + i, clamp_givens=clamp_givens, **sampler)
+            done = next(e for e in run_diffusion(model.model, requests) if isinstance(e, DoneEvent))
+            completions = [(c.token_ids, c.stats) for c in done.completions]
+        grids += [fmt.grid(ids) for ids, _ in completions]
+        steps += [
+            sum(s.steps_per_canvas) if s.steps_per_canvas else s.decoder_forwards for _, s in completions
+        ]
     return grids, steps, time.perf_counter() - start
 
 
