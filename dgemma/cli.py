@@ -113,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated module names that get adapters",
     )
     tr.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    tr.add_argument("--device", default="cpu", help="where to train, e.g. cpu or cuda")
     tr.add_argument("--checkpoint-every", type=int, default=50)
 
     from dgemma import cli_sudoku
@@ -187,7 +188,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             ar_weight=args.ar_weight, self_conditioning_prob=args.self_conditioning_prob
         ),
     )
-    model = dgemma.load(args.model)
+    model = dgemma.load(args.model, dtype="float32", device=args.device)
     if model.codec is None:
         raise ValueError(f"{args.model} has no tokenizer.json; training data is text")
     eos = model.defaults.eos_token_ids

@@ -34,6 +34,8 @@ def add_parser(sub, parser_class) -> None:
     tr.add_argument("--ar-baseline", action="store_true", help="train the encoder alone with the AR loss")
     tr.add_argument("--checkpoint-every", type=int, default=50)
     tr.add_argument("--init-from", type=Path, default=None, help="start from an exported model directory")
+    tr.add_argument("--device", default="cpu", help="where to train, e.g. cpu or cuda")
+    tr.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
 
     ev = cmds.add_parser("eval", help="solve rate on held-out puzzles")
     ev.add_argument("--model", type=Path, default=None, help="model directory (default: the bundled model)")
@@ -106,6 +108,7 @@ def _train(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         log_every=1,
         encoder_only=args.ar_baseline,
+        autocast_bf16=args.bf16,
         objective=ObjectiveConfig(ar_weight=1.0 if args.ar_baseline else args.ar_weight),
     )
     spec = SudokuTrainSpec(
@@ -116,6 +119,7 @@ def _train(args: argparse.Namespace) -> int:
         num_layers=args.layers,
         num_experts=args.experts,
         init_from=args.init_from,
+        device=args.device,
     )
     with _progress(args.steps) as on_log:
         result = train_sudoku(spec, on_log=on_log)

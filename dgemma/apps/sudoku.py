@@ -37,6 +37,7 @@ class SudokuTrainSpec:
     num_layers: int = 6
     num_experts: int = 8
     init_from: Path | None = None  # continue from an exported model instead of random weights
+    device: str = "cpu"
 
 
 def train_sudoku(
@@ -46,9 +47,9 @@ def train_sudoku(
     fmt = SudokuFormat(build_tokenizer())
     config_json = model_config(spec.hidden_size, spec.num_layers, spec.num_experts)
     if spec.init_from is not None:
-        model = load(spec.init_from).model
+        model = load(spec.init_from, dtype="float32", device=spec.device).model
     else:
-        model = init_model(ModelConfig.from_hf(config_json), seed=spec.train.seed)
+        model = init_model(ModelConfig.from_hf(config_json), seed=spec.train.seed, device=spec.device)
     data = SudokuData(fmt, spec.train.seed, spec.pool_size, spec.givens)
     result: TrainResult = train(
         model, data, spec.train, spec.out_dir / "run", pad_id=0, on_log=on_log, stop_after=stop_after
