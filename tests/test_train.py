@@ -202,3 +202,17 @@ def test_lora_trains_adapters_only_and_merges_on_export(tmp_path):
     out = export(model, tmp_path / "export", SamplerConfig())
     merged = dgemma.load(out).model
     assert torch.equal(merged.layers[0].self_attn.q_proj.weight, adapted)
+
+
+def test_clean_positions_are_never_corrupted_and_carry_no_loss():
+    from dgemma.train.batch import collate
+    from dgemma.train.objective import corrupt
+
+    ex = [Example([2, 5, 6], [7, 8, 9, 10, 11, 1], clean=(0, 2, 5)), Example([2, 5], [7, 8, 1])]
+    batch = collate(ex, 8, 0)
+    assert batch.clean[0, [0, 2, 5]].all() and not batch.supervised[0, [0, 2, 5]].any()
+    assert batch.supervised[0, [1, 3, 4, 6, 7]].all() and not batch.clean[1].any()
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        noisy, _ = corrupt(batch.targets, batch.supervised & ~batch.clean, 24, 0.999, g)
+        assert torch.equal(noisy[0, [0, 2, 5]], batch.targets[0, [0, 2, 5]])

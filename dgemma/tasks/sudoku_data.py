@@ -3,6 +3,8 @@
 A prompt is `<bos>`, the 81 puzzle characters ('0' for blanks) and `<sep>`; the response is the 81
 solution digits and `<eos>`, which fills exactly one 82-token canvas. Training examples are random
 symmetries of a pool of generated puzzles (see `sudoku.transform`), drawn deterministically by index.
+Half of them keep their givens clean in the canvas (never corrupted, no loss), matching the
+solver's `clamp_givens`; the other half see their givens only in the prompt.
 """
 
 from __future__ import annotations
@@ -62,8 +64,9 @@ class SudokuData:
         pool_size: int,
         givens: tuple[int, int] = (22, 50),
         progress: Callable[[int], None] | None = None,
+        clamped_share: float = 0.5,
     ):
-        self.fmt, self.seed = fmt, seed
+        self.fmt, self.seed, self.clamped_share = fmt, seed, clamped_share
         stream = sudoku.train_puzzles(seed, givens)
         self.pool = []
         for i in range(pool_size):
@@ -76,7 +79,12 @@ class SudokuData:
         out = []
         for _ in range(count):
             p = sudoku.transform(rng.choice(self.pool), rng)
-            out.append(Example(self.fmt.prompt(p.puzzle), self.fmt.response(p.solution)))
+            clean: tuple[int, ...] = ()
+            if (
+                rng.random() < self.clamped_share
+            ):  # givens and <eos> clean in the canvas, as `clamp_givens` does
+                clean = (*(i for i, ch in enumerate(p.puzzle) if ch != "0"), sudoku.SIZE)
+            out.append(Example(self.fmt.prompt(p.puzzle), self.fmt.response(p.solution), clean))
         return out
 
 

@@ -17,6 +17,7 @@ import torch
 class Example:
     prompt: list[int]
     response: list[int]  # ends with an EOS token
+    clean: tuple[int, ...] = ()  # response positions given as clean context: never corrupted, no loss
 
     def __post_init__(self) -> None:
         if not self.prompt or not self.response:
@@ -30,11 +31,11 @@ class Batch:
     targets: torch.Tensor  # (B, n*C) clean canvas tokens
     supervised: torch.Tensor  # (B, n*C) bool: positions the diffusion loss covers
     ar_targets: torch.Tensor  # (B, T) next token at each position, -100 where unsupervised
+    clean: torch.Tensor  # (B, n*C) bool: positions kept clean in the canvas (clamped at inference)
 
     def to(self, device: torch.device) -> Batch:
-        return Batch(
-            *(t.to(device) for t in (self.ids, self.starts, self.targets, self.supervised, self.ar_targets))
-        )
+        tensors = (self.ids, self.starts, self.targets, self.supervised, self.ar_targets, self.clean)
+        return Batch(*(t.to(device) for t in tensors))
 
     @property
     def num_tokens(self) -> int:
@@ -52,6 +53,7 @@ def collate(examples: list[Example], canvas_length: int, pad_id: int) -> Batch:
     targets = torch.full((B, n * C), pad_id, dtype=torch.long)
     supervised = torch.zeros(B, n * C, dtype=torch.bool)
     ar_targets = torch.full((B, T), -100, dtype=torch.long)
+    clean = torch.zeros(B, n * C, dtype=torch.bool)
     for b, (e, k) in enumerate(zip(examples, canvases, strict=True)):
         p, r = len(e.prompt), len(e.response)
         response = e.response + [pad_id] * (k * C - r)
@@ -60,4 +62,7 @@ def collate(examples: list[Example], canvas_length: int, pad_id: int) -> Batch:
         targets[b, : k * C] = torch.tensor(response)
         supervised[b, : k * C] = True
         ar_targets[b, p - 1 : p + r - 1] = torch.tensor(e.response)  # position t predicts token t + 1
-    return Batch(ids, starts, targets, supervised, ar_targets)
+        if e.clean:
+            clean[b, list(e.clean)] = True
+            supervised[b, list(e.clean)] = False
+    return Batch(ids, starts, targets, supervised, ar_targets, clean)

@@ -2,7 +2,8 @@
 
 Per example a noise level t ~ U(eps, 1) is drawn and every supervised canvas position is replaced
 by a uniformly random token with probability t (uniform-state diffusion: there is no mask token).
-The decoder predicts the clean token at every supervised position, corrupted or not: with uniform
+Positions an example marks clean (Sudoku givens, say, which the solver can clamp into the canvas)
+stay uncorrupted and carry no loss. The decoder predicts the clean token at every supervised position, corrupted or not: with uniform
 noise the model cannot tell which tokens are noise, exactly as at inference, where it reads a
 canvas of accepted and renoised tokens. The cross-entropy is an unweighted mean over supervised
 positions (no 1/t ELBO weight): the sampler runs the denoiser at every noise level, each level
@@ -81,7 +82,8 @@ def compute_loss(
         ar = F.cross_entropy(logits.flatten(0, 1), batch.ar_targets.flatten(), ignore_index=-100)
     if encoder_only:
         return LossOutput(ar, torch.zeros_like(ar), ar)
-    noisy, _ = corrupt(batch.targets, batch.supervised, model.config.vocab_size, config.min_noise, generator)
+    corruptible = batch.supervised & ~batch.clean
+    noisy, _ = corrupt(batch.targets, corruptible, model.config.vocab_size, config.min_noise, generator)
     soft = None
     if config.self_conditioning_prob > 0:
         draw = torch.rand(noisy.shape[0], generator=generator, device=noisy.device)
