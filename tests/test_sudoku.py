@@ -59,3 +59,19 @@ def test_parse_accepts_dots_and_whitespace_and_names_problems():
     with pytest.raises(ValueError, match="num_givens"):
         sudoku.make_puzzle(random.Random(0), 12)
     assert sudoku.count_solutions([1, 1] + [0] * 79) == 0  # conflicting givens
+
+
+def test_stream_skips_a_stalled_generation(monkeypatch):
+    real = sudoku.make_puzzle
+    calls = []
+
+    def flaky(rng, num_givens, max_tries=50):
+        calls.append(num_givens)
+        if len(calls) == 2:
+            raise ValueError("no unique puzzle")
+        return real(rng, num_givens, max_tries)
+
+    monkeypatch.setattr(sudoku, "make_puzzle", flaky)
+    stream = sudoku.train_puzzles(seed=3, givens=(40, 45))
+    got = [next(stream) for _ in range(3)]
+    assert len(calls) == 4 and all(40 <= p.num_givens <= 45 for p in got)

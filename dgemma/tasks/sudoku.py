@@ -178,8 +178,11 @@ def _stream(name: str, seed: int, givens: tuple[int, int]) -> Iterator[Puzzle]:
     index = 0
     while True:
         rng = random.Random(f"dgemma-sudoku-{name}-{seed}-{index}")
-        yield make_puzzle(rng, rng.randint(lo, hi))
         index += 1
+        try:
+            yield make_puzzle(rng, rng.randint(lo, hi))
+        except ValueError:  # greedy removal rarely stalls above very low givens; that index is skipped
+            continue
 
 
 def train_puzzles(seed: int, givens: tuple[int, int] = (22, 50)) -> Iterator[Puzzle]:
