@@ -6,46 +6,24 @@ Every failure a user can cause ends in one line on stderr and a non-zero exit, n
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
-from typing import Any
 
+from dgemma.cli_common import (
+    EXIT_USAGE,
+    Parser,
+    add_sampler_flags,
+    add_train_flags,
+    sampler_overrides,
+    train_config,
+    train_with_progress,
+)
 from dgemma.config import SamplerConfig
-
-EXIT_USAGE = 2
-
-
-def add_sampler_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per SamplerConfig field, spelled with underscores (as in the API) or dashes."""
-    group = parser.add_argument_group("diffusion sampler (defaults from generation_config.json)")
-    for f in dataclasses.fields(SamplerConfig):
-        flags = [f"--{f.name}"]
-        if "_" in f.name:
-            flags.append(f"--{f.name.replace('_', '-')}")
-        group.add_argument(
-            *flags, dest=f.name, type=type(f.default), default=None, help=f.metadata.get("help")
-        )
-
-
-def sampler_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(SamplerConfig)
-        if getattr(args, f.name) is not None
-    }
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line on stderr (`dgemma ... --help` shows the usage)."""
-
-    def error(self, message: str):
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="dgemma", description="DiffusionGemma: block-diffusion text generation")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = Parser(prog="dgemma", description="DiffusionGemma: block-diffusion text generation")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     gen = sub.add_parser("generate", help="generate text from a prompt")
     gen.add_argument(
@@ -96,29 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--model", required=True, help="checkpoint directory to start from")
     tr.add_argument("--data", required=True, help="JSONL file: {prompt, response} or {messages} per line")
     tr.add_argument("--out", required=True, help="run directory: checkpoints, metrics, loss.png, model/")
-    tr.add_argument("--steps", type=int, default=100)
-    tr.add_argument("--batch-size", type=int, default=8)
-    tr.add_argument("--grad-accum", type=int, default=1)
-    tr.add_argument("--lr", type=float, default=1e-4)
-    tr.add_argument("--warmup-steps", type=int, default=10)
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--ar-weight", type=float, default=1.0, help="weight of the encoder's AR loss")
-    tr.add_argument("--self-conditioning-prob", type=float, default=0.5)
-    tr.add_argument("--freeze-router", action="store_true")
-    tr.add_argument("--lora-rank", type=int, default=0, help="LoRA rank (0: full fine-tuning)")
-    tr.add_argument("--lora-alpha", type=float, default=16.0)
-    tr.add_argument(
-        "--lora-targets",
-        default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
-        help="comma-separated module names that get adapters",
-    )
-    tr.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
-    tr.add_argument("--device", default="cpu", help="where to train, e.g. cpu or cuda")
-    tr.add_argument("--checkpoint-every", type=int, default=50)
+    add_train_flags(tr, steps=100, batch_size=8, lr=1e-4, warmup=10, ar_weight=1.0)
 
     from dgemma import cli_sudoku
 
-    cli_sudoku.add_parser(sub, _Parser)
+    cli_sudoku.add_parser(sub, Parser)
     return parser
 
 
@@ -163,50 +123,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     import dgemma
-    from dgemma.cli_sudoku import train_with_progress
     from dgemma.model.loader import read_json
     from dgemma.train.data import ShuffledData, read_jsonl
     from dgemma.train.export import export
-    from dgemma.train.objective import ObjectiveConfig
-    from dgemma.train.trainer import TrainConfig
+    from dgemma.train.trainer import train
 
-    config = TrainConfig(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        grad_accum=args.grad_accum,
-        lr=args.lr,
-        warmup_steps=args.warmup_steps,
-        seed=args.seed,
-        autocast_bf16=args.bf16,
-        freeze_router=args.freeze_router,
-        lora_rank=args.lora_rank,
-        lora_alpha=args.lora_alpha,
-        lora_targets=tuple(t.strip() for t in args.lora_targets.split(",") if t.strip()),
-        checkpoint_every=args.checkpoint_every,
-        log_every=1,
-        objective=ObjectiveConfig(
-            ar_weight=args.ar_weight, self_conditioning_prob=args.self_conditioning_prob
-        ),
-    )
+    config = train_config(args)
     model = dgemma.load(args.model, dtype="float32", device=args.device)
     if model.codec is None:
         raise ValueError(f"{args.model} has no tokenizer.json; training data is text")
     eos = model.defaults.eos_token_ids
     if not eos:
         raise ValueError(f"{args.model} defines no end-of-sequence token")
-    data = read_jsonl(Path(args.data), model.codec, eos[0], model.config.max_position_embeddings)
+    examples = read_jsonl(Path(args.data), model.codec, eos[0], model.config.max_position_embeddings)
+    data = ShuffledData(examples, args.seed)
     out = Path(args.out)
+    pad = model.config.pad_token_id or 0
     result = train_with_progress(
-        model.model, ShuffledData(data, args.seed), config, out, model.config.pad_token_id or 0
+        lambda log: train(model.model, data, config, out, pad, on_log=log), config.steps, out
     )
     source = Path(args.model)
+    config_json = read_json(source / "config.json")
     export(
-        model.model,
-        out / "model",
-        model.sampler_defaults,
-        read_json(source / "config.json"),
-        source,
-        model.defaults.max_new_tokens,
+        model.model, out / "model", model.sampler_defaults, config_json, source, model.defaults.max_new_tokens
     )
     print(f"step {result.step}: loss {result.metrics[-1]['loss']:.4f}; model in {out / 'model'}")
     return 0

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from contextlib import contextmanager
 from pathlib import Path
 
-from dgemma.train.objective import ObjectiveConfig
-from dgemma.train.trainer import TrainConfig
+from dgemma.cli_common import add_train_flags, train_config, train_with_progress
 
 
 def add_parser(sub, parser_class) -> None:
@@ -19,23 +17,15 @@ def add_parser(sub, parser_class) -> None:
         "train", help="train the small DiffusionGemma (or --ar-baseline) on generated puzzles"
     )
     tr.add_argument("--out", type=Path, required=True, help="run directory (resumes if it holds checkpoints)")
-    tr.add_argument("--steps", type=int, default=2000)
-    tr.add_argument("--batch-size", type=int, default=32)
-    tr.add_argument("--lr", type=float, default=2e-3)
-    tr.add_argument("--warmup-steps", type=int, default=100)
-    tr.add_argument("--seed", type=int, default=0)
+    add_train_flags(tr, steps=2000, batch_size=32, lr=2e-3, warmup=100, ar_weight=0.0)
     tr.add_argument(
         "--pool-size", type=int, default=2000, help="generated puzzles; examples are their symmetries"
     )
     tr.add_argument("--hidden-size", type=int, default=128)
     tr.add_argument("--layers", type=int, default=6)
     tr.add_argument("--experts", type=int, default=8)
-    tr.add_argument("--ar-weight", type=float, default=0.0, help="weight of the encoder's AR loss")
     tr.add_argument("--ar-baseline", action="store_true", help="train the encoder alone with the AR loss")
-    tr.add_argument("--checkpoint-every", type=int, default=50)
     tr.add_argument("--init-from", type=Path, default=None, help="start from an exported model directory")
-    tr.add_argument("--device", default="cpu", help="where to train, e.g. cpu or cuda")
-    tr.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
 
     ev = cmds.add_parser("eval", help="solve rate on held-out puzzles")
     ev.add_argument("--model", type=Path, default=None, help="model directory (default: the bundled model)")
@@ -99,21 +89,9 @@ def _demo(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from dgemma.apps.sudoku import SudokuTrainSpec, train_sudoku
 
-    config = TrainConfig(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        warmup_steps=args.warmup_steps,
-        seed=args.seed,
-        checkpoint_every=args.checkpoint_every,
-        log_every=1,
-        encoder_only=args.ar_baseline,
-        autocast_bf16=args.bf16,
-        objective=ObjectiveConfig(ar_weight=1.0 if args.ar_baseline else args.ar_weight),
-    )
     spec = SudokuTrainSpec(
         out_dir=args.out,
-        train=config,
+        train=train_config(args, encoder_only=args.ar_baseline),
         pool_size=args.pool_size,
         hidden_size=args.hidden_size,
         num_layers=args.layers,
@@ -121,59 +99,9 @@ def _train(args: argparse.Namespace) -> int:
         init_from=args.init_from,
         device=args.device,
     )
-    with _progress(args.steps) as on_log:
-        result = train_sudoku(spec, on_log=on_log)
-    _plot(result.metrics, args.out / "loss.png")
+    result = train_with_progress(lambda on_log: train_sudoku(spec, on_log=on_log), args.steps, args.out)
     print(f"step {result.step}: loss {result.metrics[-1]['loss']:.4f}; model in {args.out / 'model'}")
     return 0
-
-
-@contextmanager
-def _progress(total: int):
-    """A rich progress bar fed by the trainer's per-step metrics: loss, tokens/s, ETA."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = [
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TextColumn("loss {task.fields[loss]:.4f}  {task.fields[tps]:.0f} tok/s"),
-        TimeRemainingColumn(),
-    ]
-    with Progress(*columns) as progress:
-        task = progress.add_task("training", total=total, loss=float("nan"), tps=0.0)
-        yield lambda m: progress.update(task, completed=m["step"], loss=m["loss"], tps=m["tokens_per_s"])
-
-
-def train_with_progress(model, data, config: TrainConfig, out: Path, pad_id: int):
-    """`train` with a progress bar, then the loss curve as out/loss.png."""
-    from dgemma.train.trainer import train
-
-    with _progress(config.steps) as on_log:
-        result = train(model, data, config, out, pad_id, on_log=on_log)
-    _plot(result.metrics, out / "loss.png")
-    return result
-
-
-def _plot(metrics: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    steps = [m["step"] for m in metrics]
-    for key in ("loss", "diffusion_loss", "ar_loss"):
-        if any(m[key] for m in metrics):
-            ax.plot(steps, [m[key] for m in metrics], label=key)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_yscale("log")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _eval(args: argparse.Namespace) -> int:

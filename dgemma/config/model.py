@@ -14,6 +14,16 @@ from typing import Any
 
 MODEL_TYPE = "diffusion_gemma"
 TEXT_MODEL_TYPE = "diffusion_gemma_text"
+# transformers builds a vision tower from config.json even for text-only use; this one is tiny (its weights go unused)
+MINIMAL_VISION_CONFIG = {
+    "model_type": "gemma4_vision",
+    "hidden_size": 16,
+    "intermediate_size": 32,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+    "head_dim": 8,
+}
 
 
 class LayerType(StrEnum):
@@ -247,23 +257,13 @@ class ModelConfig:
             "eos_token_id": list(self.eos_token_ids),
             "tie_word_embeddings": True,
         }
-        # transformers builds a vision tower from this; a minimal one keeps that cheap (its weights are unused)
-        vision = {
-            "model_type": "gemma4_vision",
-            "hidden_size": 16,
-            "intermediate_size": 32,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 2,
-            "head_dim": 8,
-        }
         return {
             "model_type": MODEL_TYPE,
             "architectures": ["DiffusionGemmaForBlockDiffusion"],
             "canvas_length": self.canvas_length,
             "tie_word_embeddings": True,
             "text_config": text,
-            "vision_config": vision,
+            "vision_config": dict(MINIMAL_VISION_CONFIG),
         }
 
 

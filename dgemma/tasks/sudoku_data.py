@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
+from dgemma.config.model import MINIMAL_VISION_CONFIG
 from dgemma.tasks import sudoku
 from dgemma.train.batch import Example
 
@@ -123,13 +124,5 @@ def model_config(
             "eos_token_id": VOCAB.index("<eos>"),
             "bos_token_id": VOCAB.index("<bos>"),
         },
-        "vision_config": {
-            "model_type": "gemma4_vision",
-            "hidden_size": 16,
-            "intermediate_size": 32,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 2,
-            "head_dim": 8,
-        },
+        "vision_config": dict(MINIMAL_VISION_CONFIG),
     }
