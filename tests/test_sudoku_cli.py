@@ -66,3 +66,15 @@ def test_clamped_givens_are_kept_and_blanks_are_digits(trained):
         grid, puzzle = row["solution"], row["puzzle"]
         assert len(grid) == 81 and set(grid) <= set("123456789")
         assert all(g == p for g, p in zip(grid, puzzle, strict=True) if p != "0")
+
+
+def test_bundled_model_runs_the_demo_with_no_model_argument():
+    """The README's run command: the shipped model loads from the package and the demo completes."""
+    from dgemma.apps.sudoku import bundled_model
+
+    assert (bundled_model() / "model.safetensors").stat().st_size < 25 * 2**20
+    proc = run("sudoku", "demo", "--n", "1", "--eval-n", "4")
+    assert proc.returncode == 0, proc.stderr
+    assert "held-out puzzles" in proc.stdout and "denoising steps" in proc.stdout
+    proc = run("sudoku", "eval", "--n", "4")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["n"] == 4
