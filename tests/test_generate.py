@@ -185,3 +185,9 @@ def test_bad_api_input_names_the_field(model):
         model.generate("hi", max_new_tokens=10**7)
     with pytest.raises(ValueError, match="role"):
         model.generate([{"role": "wizard", "content": "hi"}])
+
+
+def test_inference_mode_does_not_leak_to_the_event_consumer(model):
+    for mode in ("diffusion", "ar"):
+        for _ in model.stream([5, 6, 7], mode=mode, max_new_tokens=3, **({} if mode == "ar" else SAMPLER)):
+            assert not torch.is_inference_mode_enabled()

@@ -42,33 +42,33 @@ def run_autoregressive(model: DiffusionGemma, requests: list[Request]) -> Iterat
     stats = [RowStats() for _ in requests]
     finish: list[FinishReason | None] = [None] * len(requests)
 
-    with torch.inference_mode():
-        active = list(range(len(requests)))
-        feed = [r.prompt for r in requests]
-        phase = "prefill_s"
-        while active:
-            start = time.perf_counter()
+    active = list(range(len(requests)))
+    feed = [r.prompt for r in requests]
+    phase = "prefill_s"
+    while active:
+        start = time.perf_counter()
+        with torch.inference_mode():  # per step, never across a yield
             hidden, counts = encode_rows(model, cache, active, feed)
             last = hidden[torch.arange(len(active), device=device), counts - 1]  # (b, H)
             logits = model.logits(last)
             picked = [
                 pick_token(logits[i], requests[r].temperature, generators[r]) for i, r in enumerate(active)
             ]
-            elapsed = time.perf_counter() - start
-            events = []
-            for r, tok in zip(active, picked, strict=True):
-                setattr(stats[r], phase, getattr(stats[r], phase) + elapsed)
-                stats[r].decoder_forwards += 1
-                if tok in requests[r].eos_token_ids:
-                    finish[r] = FinishReason.STOP
-                    continue
-                tokens[r].append(tok)
-                stats[r].num_tokens = len(tokens[r])
-                events.append(CommitEvent(r, len(tokens[r]) - 1, [tok], 1))
-                if len(tokens[r]) >= requests[r].max_new_tokens:
-                    finish[r] = FinishReason.LENGTH
-            yield from events
-            active = [r for r in active if finish[r] is None]
-            feed = [[tokens[r][-1]] for r in active]
-            phase = "commit_s"
+        elapsed = time.perf_counter() - start
+        events = []
+        for r, tok in zip(active, picked, strict=True):
+            setattr(stats[r], phase, getattr(stats[r], phase) + elapsed)
+            stats[r].decoder_forwards += 1
+            if tok in requests[r].eos_token_ids:
+                finish[r] = FinishReason.STOP
+                continue
+            tokens[r].append(tok)
+            stats[r].num_tokens = len(tokens[r])
+            events.append(CommitEvent(r, len(tokens[r]) - 1, [tok], 1))
+            if len(tokens[r]) >= requests[r].max_new_tokens:
+                finish[r] = FinishReason.LENGTH
+        yield from events
+        active = [r for r in active if finish[r] is None]
+        feed = [[tokens[r][-1]] for r in active]
+        phase = "commit_s"
     yield DoneEvent([Completion(t, f, s) for t, f, s in zip(tokens, finish, stats, strict=True)])

@@ -68,28 +68,30 @@ def run_diffusion(
     cache = KVCache(config, len(requests), capacity, model.dtype, device)
     rows = [_Row(i, r, r.generator(device)) for i, r in enumerate(requests)]
 
-    with torch.inference_mode():
-        _timed(
-            rows,
-            "prefill_s",
-            device,
-            lambda: encode_rows(model, cache, [r.index for r in rows], [r.request.prompt for r in rows]),
-        )
-        canvas_index = 0
-        while active := [r for r in rows if r.finish is None]:
-            for row in active:
-                _start_canvas(row, C, config.vocab_size, canvas_index)
-            while denoising := [r for r in active if r.denoising]:
-                yield from _denoise_step(model, cache, denoising, canvas_index, emit_drafts)
-            yield from _commit(model, cache, active, canvas_index)
-            canvas_index += 1
+    # inference mode is entered per phase (in _timed), never across a yield: the consumer runs
+    # between events, and must not find it switched on
+    _timed(
+        rows,
+        "prefill_s",
+        device,
+        lambda: encode_rows(model, cache, [r.index for r in rows], [r.request.prompt for r in rows]),
+    )
+    canvas_index = 0
+    while active := [r for r in rows if r.finish is None]:
+        for row in active:
+            _start_canvas(row, C, config.vocab_size, canvas_index)
+        while denoising := [r for r in active if r.denoising]:
+            yield from _denoise_step(model, cache, denoising, canvas_index, emit_drafts)
+        yield from _commit(model, cache, active, canvas_index)
+        canvas_index += 1
     yield DoneEvent([Completion(r.tokens, r.finish, r.stats) for r in rows])
 
 
 def _timed(rows: list[_Row], phase: str, device: torch.device, fn):
     _sync(device)
     start = time.perf_counter()
-    out = fn()
+    with torch.inference_mode():
+        out = fn()
     _sync(device)
     elapsed = time.perf_counter() - start
     for row in rows:
