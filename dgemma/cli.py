@@ -176,30 +176,25 @@ def _print_fill(result, as_json: bool) -> None:
         print(result.text)
 
 
-def cmd_infill(args: argparse.Namespace) -> int:
+def _fill(args: argparse.Namespace, text_arg: str, call) -> int:
+    """Shared by infill and edit: read stdin for '-', check flags before loading, print the result."""
     import dgemma
 
-    prefix = sys.stdin.read() if args.prefix == "-" else args.prefix
+    text = sys.stdin.read() if text_arg == "-" else text_arg
     length = _length(args.length)
-    SamplerConfig().replace(**sampler_overrides(args))
+    overrides = sampler_overrides(args)
+    SamplerConfig().replace(**overrides)  # fail on bad settings before loading weights
     model = dgemma.load(args.model)
-    _print_fill(
-        model.infill(prefix, args.suffix, length, seed=args.seed, **sampler_overrides(args)), args.json
-    )
+    _print_fill(call(model, text, length, seed=args.seed, **overrides), args.json)
     return 0
+
+
+def cmd_infill(args: argparse.Namespace) -> int:
+    return _fill(args, args.prefix, lambda m, text, n, **kw: m.infill(text, args.suffix, n, **kw))
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
-    import dgemma
-
-    text = sys.stdin.read() if args.text == "-" else args.text
-    length = _length(args.length)
-    SamplerConfig().replace(**sampler_overrides(args))
-    model = dgemma.load(args.model)
-    _print_fill(
-        model.edit(text, args.start, args.end, length, seed=args.seed, **sampler_overrides(args)), args.json
-    )
-    return 0
+    return _fill(args, args.text, lambda m, text, n, **kw: m.edit(text, args.start, args.end, n, **kw))
 
 
 def cmd_sudoku(args: argparse.Namespace) -> int:

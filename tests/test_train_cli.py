@@ -23,18 +23,19 @@ LINES = [
 ]
 
 
-def test_train_from_jsonl_exports_a_model(checkpoint, tmp_path):
+def _train(checkpoint, tmp_path, out_name: str, *flags: str):
+    """`dgemma train` on LINES into tmp_path/out_name; returns (process, run directory)."""
     data = tmp_path / "data.jsonl"
     data.write_text("\n".join(json.dumps(x) for x in LINES) + "\n")
-    out = tmp_path / "run"
-    proc = run(
-        "train",
-        "--model",
-        str(checkpoint[0]),
-        "--data",
-        str(data),
-        "--out",
-        str(out),
+    out = tmp_path / out_name
+    return run("train", "--model", str(checkpoint[0]), "--data", str(data), "--out", str(out), *flags), out
+
+
+def test_train_from_jsonl_exports_a_model(checkpoint, tmp_path):
+    proc, out = _train(
+        checkpoint,
+        tmp_path,
+        "run",
         "--steps",
         "4",
         "--batch-size",
@@ -96,17 +97,10 @@ def test_bad_training_data(checkpoint, tmp_path):
 
 
 def test_lora_fine_tune_from_cli(checkpoint, tmp_path):
-    data = tmp_path / "data.jsonl"
-    data.write_text("\n".join(json.dumps(x) for x in LINES) + "\n")
-    out = tmp_path / "lora"
-    proc = run(
-        "train",
-        "--model",
-        str(checkpoint[0]),
-        "--data",
-        str(data),
-        "--out",
-        str(out),
+    proc, out = _train(
+        checkpoint,
+        tmp_path,
+        "lora",
         "--steps",
         "3",
         "--batch-size",
