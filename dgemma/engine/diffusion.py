@@ -1,26 +1,32 @@
-"""The block-diffusion generation loop: prefill, then per canvas denoise until stopped and commit.
+"""Block-diffusion generation with continuous batching over a fixed pool of KV-cache rows.
 
-    prefill every prompt into the cache (one ragged encoder pass)
-    while a request is unfinished:
-        start a random canvas for each unfinished request
-        while a canvas is still denoising: one decoder pass over those rows, one sampler step each
-        commit: keep each canvas's argmax up to EOS / max_new_tokens; encode it if more is needed
+    each step of the engine:
+        admit waiting requests into free cache rows
+        one ragged encoder pass: prompts of admitted rows + the committed canvas of every row going on
+        start a fresh random canvas in each of those rows
+        one decoder pass over the rows still denoising, then one sampler step per row
+        a row whose canvas stopped commits it (argmax, cut at EOS / max_new_tokens) at once; a
+        finished request frees its row for the next waiting one
 
-Each request has its own random generator, so its tokens do not depend on its batch-mates.
-The loop is a generator of events; the last one carries the completions.
+Requests join and leave at any step. Each has its own random generator and its own positions, so its
+tokens do not depend on which requests share its passes. The sampler works one row at a time, so the
+full-vocabulary float32 temporaries (logits, probabilities, entropies) exist for one canvas at once,
+never for the whole batch; the self-conditioning signal is kept as the hidden-size soft embedding.
+`run_diffusion` runs a fixed list of requests to the end; a server keeps one engine and steps it.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
 
 from dgemma.engine.cache import KVCache
-from dgemma.engine.events import CommitEvent, DoneEvent, DraftEvent, Event
+from dgemma.engine.events import CommitEvent, DoneEvent, DraftEvent, Event, FinishEvent
 from dgemma.engine.passes import decode_rows, encode_rows
 from dgemma.engine.request import Request, check_fits
 from dgemma.engine.results import Completion, FinishReason, RowStats
@@ -31,14 +37,17 @@ from dgemma.sampling.constraints import CanvasConstraint
 
 @dataclass
 class _Row:
-    """Mutable state of one request while it runs."""
+    """Mutable state of one admitted request."""
 
-    index: int
+    id: int
+    slot: int  # its cache row
     request: Request
     generator: torch.Generator
+    drafts: bool
     stats: RowStats = field(default_factory=RowStats)
     tokens: list[int] = field(default_factory=list)
-    finish: FinishReason | None = None
+    pending: list[int] | None = None  # tokens the next encoder pass appends (prompt, then canvases)
+    phase: str = "prefill_s"  # the stats field the next encoder pass is timed into
     canvas: torch.Tensor | None = None
     argmax: torch.Tensor | None = None
     history: torch.Tensor | None = None
@@ -58,128 +67,175 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_diffusion(
-    model: DiffusionGemma, requests: list[Request], emit_drafts: bool = False
-) -> Iterator[Event]:
-    """Generate for every request; yields Draft (if asked) and Commit events, then one Done event."""
-    config, device = model.config, model.device
-    C = config.canvas_length
-    capacity = check_fits(requests, config, lambda r: slots_needed(r, C))
-    cache = KVCache(config, len(requests), capacity, model.dtype, device)
-    rows = [_Row(i, r, r.generator(device)) for i, r in enumerate(requests)]
+class DiffusionEngine:
+    """A pool of `num_rows` cache rows of `capacity` slots each, allocated once; requests come and go."""
 
-    # inference mode is entered per phase (in _timed), never across a yield: the consumer runs
-    # between events, and must not find it switched on
-    _timed(
-        rows,
-        "prefill_s",
-        device,
-        lambda: encode_rows(model, cache, [r.index for r in rows], [r.request.prompt for r in rows]),
-    )
-    canvas_index = 0
-    while active := [r for r in rows if r.finish is None]:
-        for row in active:
-            _start_canvas(row, C, config.vocab_size, canvas_index)
-        while denoising := [r for r in active if r.denoising]:
-            yield from _denoise_step(model, cache, denoising, canvas_index, emit_drafts)
-        yield from _commit(model, cache, active, canvas_index)
-        canvas_index += 1
-    yield DoneEvent([Completion(r.tokens, r.finish, r.stats) for r in rows])
+    def __init__(self, model: DiffusionGemma, num_rows: int, capacity: int):
+        if num_rows < 1 or capacity < 1:
+            raise ValueError(f"an engine needs rows and slots, got {num_rows} rows of {capacity} slots")
+        self.model = model
+        self.cache = KVCache(model.config, num_rows, capacity, model.dtype, model.device)
+        self._free = list(range(num_rows))
+        self._waiting: deque[tuple[int, Request, bool]] = deque()
+        self._rows: dict[int, _Row] = {}
+        self._next_id = 0
 
+    @property
+    def capacity(self) -> int:
+        return self.cache.capacity
 
-def _timed(rows: list[_Row], phase: str, device: torch.device, fn):
-    _sync(device)
-    start = time.perf_counter()
-    with torch.inference_mode():
-        out = fn()
-    _sync(device)
-    elapsed = time.perf_counter() - start
-    for row in rows:
-        setattr(row.stats, phase, getattr(row.stats, phase) + elapsed)
-    return out
+    @property
+    def num_waiting(self) -> int:
+        return len(self._waiting)
 
+    @property
+    def num_active(self) -> int:
+        return len(self._rows)
 
-def _start_canvas(row: _Row, canvas_length: int, vocab_size: int, canvas_index: int) -> None:
-    device = row.generator.device
-    row.canvas = torch.randint(0, vocab_size, (canvas_length,), generator=row.generator, device=device)
-    row.constraint = row.request.constraint(canvas_index, canvas_length, vocab_size, device)
-    if row.constraint is not None:  # clamped tokens are clean context from the first step
-        row.canvas = row.constraint.clamp(row.canvas)
-    row.argmax = row.canvas
-    row.history = torch.full(
-        (row.request.sampler.stability_threshold, canvas_length), -1, dtype=torch.long, device=device
-    )
-    row.soft, row.step, row.denoising = None, 0, True
+    @property
+    def busy(self) -> bool:
+        return bool(self._rows or self._waiting)
 
-
-def _denoise_step(
-    model: DiffusionGemma, cache: KVCache, rows: list[_Row], canvas_index: int, emit_drafts: bool
-) -> Iterator[Event]:
-    """One decoder pass over the rows still denoising, then one sampler step per row."""
-    events: list[Event] = []
-
-    def run() -> None:
-        canvas = torch.stack([r.canvas for r in rows])
-        soft = None
-        if any(r.soft is not None for r in rows):
-            zeros = torch.zeros(
-                canvas.shape[1], model.config.hidden_size, dtype=model.dtype, device=canvas.device
+    def add(self, request: Request, drafts: bool = False) -> int:
+        """Queue a request; returns its id (events carry it as `row`). Too long for a row: ValueError."""
+        need = check_fits(
+            [request], self.model.config, lambda r: slots_needed(r, self.model.config.canvas_length)
+        )
+        if need > self.capacity:
+            raise ValueError(
+                f"prompt ({len(request.prompt)} tokens) plus `max_new_tokens` ({request.max_new_tokens}) "
+                f"needs {need} positions; this engine's rows hold {self.capacity}"
             )
-            soft = torch.stack([zeros if r.soft is None else r.soft for r in rows])
-        hidden = decode_rows(model, cache, [r.index for r in rows], canvas, soft)
-        for i, row in enumerate(rows):
-            sampler = row.request.sampler
-            out = denoise_step(
-                model.logits(hidden[i]),
-                row.canvas,
-                row.history,
-                sampler.max_denoising_steps - row.step,
-                sampler,
-                row.generator,
-                row.constraint,
-            )
-            row.canvas, row.argmax, row.history = out.canvas, out.argmax, out.history
-            free = out.entropy if row.constraint is None else out.entropy[~row.constraint.fixed]
-            row.entropy = float(free.mean()) if free.numel() else 0.0
-            row.soft = model.soft_embedding(out.processed_logits.to(model.dtype))
-            row.step += 1
-            row.stats.decoder_forwards += 1
-            if out.stop or row.step >= sampler.max_denoising_steps:
-                row.denoising = False
-            if emit_drafts:
-                events.append(
-                    DraftEvent(row.index, canvas_index, row.step, out.argmax.cpu(), int(out.accepted.sum()))
+        rid = self._next_id
+        self._next_id += 1
+        self._waiting.append((rid, request, drafts))
+        return rid
+
+    def cancel(self, rid: int) -> bool:
+        """Drop a request, waiting or running; its row is free at once. False if it is not here."""
+        if rid in self._rows:
+            self._free.append(self._rows.pop(rid).slot)
+            self._free.sort()
+            return True
+        for item in self._waiting:
+            if item[0] == rid:
+                self._waiting.remove(item)
+                return True
+        return False
+
+    def step(self) -> list[Event]:
+        """Admit, encode, denoise one step, commit; returns the events of this step in order."""
+        self._admit()
+        events: list[Event] = []
+        encoding = sorted((r for r in self._rows.values() if r.pending is not None), key=lambda r: r.slot)
+        if encoding:
+            self._encode(encoding)
+        denoising = sorted((r for r in self._rows.values() if r.denoising), key=lambda r: r.slot)
+        if denoising:
+            self._denoise(denoising, events)
+            for row in denoising:
+                if not row.denoising:
+                    self._commit(row, events)
+        return events
+
+    def _admit(self) -> None:
+        while self._waiting and self._free:
+            rid, request, drafts = self._waiting.popleft()
+            slot = self._free.pop(0)
+            self.cache.lengths[slot] = 0
+            row = _Row(rid, slot, request, request.generator(self.model.device), drafts)
+            row.pending = list(request.prompt)
+            self._rows[rid] = row
+
+    def _encode(self, rows: list[_Row]) -> None:
+        """One ragged causal pass appending each row's pending tokens; then each starts a canvas."""
+        model = self.model
+        _sync(model.device)
+        start = time.perf_counter()
+        with torch.inference_mode():  # per phase, never across a yield to an event consumer
+            encode_rows(model, self.cache, [r.slot for r in rows], [r.pending for r in rows])
+        _sync(model.device)
+        elapsed = time.perf_counter() - start
+        for row in rows:
+            setattr(row.stats, row.phase, getattr(row.stats, row.phase) + elapsed)
+            row.pending, row.phase = None, "commit_s"
+            self._start_canvas(row)
+
+    def _start_canvas(self, row: _Row) -> None:
+        config, device = self.model.config, self.model.device
+        C = config.canvas_length
+        row.canvas = torch.randint(0, config.vocab_size, (C,), generator=row.generator, device=device)
+        row.constraint = row.request.constraint(row.stats.canvases, C, config.vocab_size, device)
+        if row.constraint is not None:  # clamped tokens are clean context from the first step
+            row.canvas = row.constraint.clamp(row.canvas)
+        row.argmax = row.canvas
+        row.history = torch.full(
+            (row.request.sampler.stability_threshold, C), -1, dtype=torch.long, device=device
+        )
+        row.soft, row.step, row.denoising = None, 0, True
+
+    def _denoise(self, rows: list[_Row], events: list[Event]) -> None:
+        """One decoder pass over the rows still denoising, then one sampler step per row."""
+        model = self.model
+        _sync(model.device)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            canvas = torch.stack([r.canvas for r in rows])
+            soft = None
+            if any(r.soft is not None for r in rows):
+                zeros = torch.zeros(
+                    canvas.shape[1], model.config.hidden_size, dtype=model.dtype, device=canvas.device
                 )
+                soft = torch.stack([zeros if r.soft is None else r.soft for r in rows])
+            hidden = decode_rows(model, self.cache, [r.slot for r in rows], canvas, soft)
+            for i, row in enumerate(rows):
+                self._sample(row, hidden[i], events)
+        _sync(model.device)
+        elapsed = time.perf_counter() - start
+        for row in rows:
+            row.stats.denoise_s += elapsed
 
-    _timed(rows, "denoise_s", model.device, run)
-    yield from events
+    def _sample(self, row: _Row, hidden: torch.Tensor, events: list[Event]) -> None:
+        sampler = row.request.sampler
+        out = denoise_step(
+            self.model.logits(hidden),
+            row.canvas,
+            row.history,
+            sampler.max_denoising_steps - row.step,
+            sampler,
+            row.generator,
+            row.constraint,
+        )
+        row.canvas, row.argmax, row.history = out.canvas, out.argmax, out.history
+        free = out.entropy if row.constraint is None else out.entropy[~row.constraint.fixed]
+        row.entropy = float(free.mean()) if free.numel() else 0.0
+        row.soft = self.model.soft_embedding(out.processed_logits.to(self.model.dtype))
+        row.step += 1
+        row.stats.decoder_forwards += 1
+        if out.stop or row.step >= sampler.max_denoising_steps:
+            row.denoising = False
+        if row.drafts:
+            events.append(
+                DraftEvent(row.id, row.stats.canvases, row.step, out.argmax.cpu(), int(out.accepted.sum()))
+            )
 
-
-def _commit(model: DiffusionGemma, cache: KVCache, rows: list[_Row], canvas_index: int) -> Iterator[Event]:
-    """Keep each row's final argmax canvas (cut at EOS and max_new_tokens); encode those that go on."""
-    events: list[Event] = []
-    going_on: list[_Row] = []
-    for row in rows:
+    def _commit(self, row: _Row, events: list[Event]) -> None:
+        """Keep the row's final argmax canvas; finish the request or queue the canvas for encoding."""
         canvas = row.argmax.tolist()
-        kept, row.finish = _cut(canvas, row.request, len(row.tokens))
+        kept, finish = _cut(canvas, row.request, len(row.tokens))
         row.tokens.extend(kept)
-        row.stats.canvases += 1
         row.stats.steps_per_canvas.append(row.step)
         row.stats.entropy_per_canvas.append(row.entropy)
         row.stats.num_tokens = len(row.tokens)
-        events.append(CommitEvent(row.index, canvas_index, kept, row.step))
-        if row.finish is None:
-            going_on.append(row)
-    if going_on:
-        _timed(
-            going_on,
-            "commit_s",
-            model.device,
-            lambda: encode_rows(
-                model, cache, [r.index for r in going_on], [r.argmax.tolist() for r in going_on]
-            ),
-        )
-    yield from events
+        events.append(CommitEvent(row.id, row.stats.canvases, kept, row.step))
+        row.stats.canvases += 1
+        if finish is None:
+            row.pending = canvas
+            return
+        del self._rows[row.id]
+        self._free.append(row.slot)
+        self._free.sort()
+        events.append(FinishEvent(row.id, Completion(row.tokens, finish, row.stats)))
 
 
 def _cut(canvas: list[int], request: Request, num_generated: int) -> tuple[list[int], FinishReason | None]:
@@ -192,3 +248,23 @@ def _cut(canvas: list[int], request: Request, num_generated: int) -> tuple[list[
     if room <= len(canvas):
         return canvas[:room], FinishReason.LENGTH
     return canvas, None
+
+
+def run_diffusion(
+    model: DiffusionGemma, requests: list[Request], emit_drafts: bool = False
+) -> Iterator[Event]:
+    """Generate for a fixed list of requests; yields Draft (if asked), Commit and Finish events, then Done.
+
+    Event `row`s are indices into `requests`; the Done event holds the completions in request order.
+    """
+    capacity = check_fits(requests, model.config, lambda r: slots_needed(r, model.config.canvas_length))
+    engine = DiffusionEngine(model, len(requests), capacity)
+    ids = [engine.add(r, emit_drafts) for r in requests]
+    completions: dict[int, Completion] = {}
+    while engine.busy:
+        events = engine.step()
+        for event in events:
+            if isinstance(event, FinishEvent):
+                completions[event.row] = event.completion
+        yield from events
+    yield DoneEvent([completions[i] for i in ids])

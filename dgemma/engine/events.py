@@ -31,10 +31,18 @@ class CommitEvent:
 
 
 @dataclass(frozen=True)
+class FinishEvent:
+    """One request is complete (continuous batching reports each request as it ends)."""
+
+    row: int
+    completion: Completion
+
+
+@dataclass(frozen=True)
 class DoneEvent:
     """The last event of a run: one completion per request, in request order."""
 
     completions: list[Completion]
 
 
-Event = DraftEvent | CommitEvent | DoneEvent
+Event = DraftEvent | CommitEvent | FinishEvent | DoneEvent
