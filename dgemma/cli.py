@@ -76,6 +76,22 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", required=True, help="run directory: checkpoints, metrics, loss.png, model/")
     add_train_flags(tr, steps=100, batch_size=8, lr=1e-4, warmup=10, ar_weight=1.0)
 
+    sv = sub.add_parser("serve", help="serve the model over an OpenAI-compatible HTTP API")
+    sv.add_argument("--model", default=None, help="checkpoint directory (default: the bundled Sudoku model)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
+    sv.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
+    sv.add_argument("--api-key", default=None, help="require `Authorization: Bearer KEY` on /v1 routes")
+    sv.add_argument("--max-batch", type=int, default=32, help="requests denoised together (cache rows)")
+    sv.add_argument("--max-queue", type=int, default=256, help="waiting requests before answering 429")
+    sv.add_argument("--max-context", type=int, default=None, help="positions per request (default 8192)")
+    sv.add_argument(
+        "--request-timeout", type=float, default=300.0, help="seconds before a request is cancelled"
+    )
+    sv.add_argument("--served-model-name", default=None, help="the `model` clients name (default: dir name)")
+    sv.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
+    sv.add_argument("--device", default="cpu")
+    sv.add_argument("--compile", action="store_true", help="torch.compile the model")
+
     from dgemma import cli_sudoku
 
     cli_sudoku.add_parser(sub, Parser)
@@ -197,6 +213,45 @@ def cmd_edit(args: argparse.Namespace) -> int:
     return _fill(args, args.text, lambda m, text, n, **kw: m.edit(text, args.start, args.end, n, **kw))
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import dgemma
+    from dgemma.server.app import ServerSettings
+    from dgemma.server.launch import serve_forever
+
+    for name in ("max_batch", "max_queue", "max_context"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"`--{name.replace('_', '-')}` must be a positive integer, got {value}")
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"`--port` must be in 0..65535, got {args.port}")
+    if not args.request_timeout > 0:
+        raise ValueError(f"`--request-timeout` must be > 0, got {args.request_timeout}")
+    if args.model is None:
+        from dgemma.apps.sudoku import bundled_model
+
+        path, name = bundled_model(), "dgemma-sudoku"
+    else:
+        path = Path(args.model)
+        name = path.resolve().name
+    model = dgemma.load(path, dtype=args.dtype, device=args.device, compile=args.compile)
+    settings = ServerSettings(
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        max_batch=args.max_batch,
+        max_queue=args.max_queue,
+        max_context=args.max_context,
+        request_timeout=args.request_timeout,
+        model_name=args.served_model_name or name,
+    )
+    serve_forever(
+        model, settings, lambda url: print(f"dgemma: serving {settings.model_name!r} at {url}", flush=True)
+    )
+    return 0
+
+
 def cmd_sudoku(args: argparse.Namespace) -> int:
     from dgemma import cli_sudoku
 
@@ -208,6 +263,7 @@ COMMANDS = {
     "infill": cmd_infill,
     "edit": cmd_edit,
     "train": cmd_train,
+    "serve": cmd_serve,
     "sudoku": cmd_sudoku,
 }
 

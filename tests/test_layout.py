@@ -19,6 +19,7 @@ LAYERS = [
     "api",
     "apps",
     "live",
+    "server",
     "cli_common",
     "cli_sudoku",
     "cli",

@@ -1,0 +1,67 @@
+"""One choice of a response as it streams: tokens in, text deltas out, stop sequences applied.
+
+Text is decoded from all tokens so far (so multi-token characters come out whole), and a delta
+holds back any tail that could still become a stop sequence or an unfinished character.
+"""
+
+from __future__ import annotations
+
+from dgemma.text import TextCodec
+
+REPLACEMENT = "\ufffd"
+
+
+class ChoiceText:
+    def __init__(self, codec: TextCodec | None, stop: list[str]):
+        self.codec, self.stop = codec, stop
+        self.tokens: list[int] = []
+        self.text = ""
+        self.sent = 0  # characters of `text` already sent
+        self.finish_reason: str | None = None
+        self.canvases = 0
+        self.steps = 0  # decoder passes over this choice's canvases
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+    def add(self, tokens: list[int], steps: int) -> str:
+        """Append a committed canvas's tokens; returns the text now safe to send. May end the choice."""
+        self.tokens += tokens
+        self.canvases += 1
+        self.steps += steps
+        self.text = self.codec.decode(self.tokens) if self.codec else ""
+        cut = self._stop_at()
+        if cut is not None:
+            self.text = self.text[:cut]
+            self.finish_reason = "stop"
+            return self._flush(len(self.text))
+        return self._flush(len(self.text) - self._held_back())
+
+    def finish(self, reason: str) -> str:
+        """The engine finished this choice; returns whatever text was still held back."""
+        if self.finish_reason is None:
+            self.finish_reason = reason
+        return self._flush(len(self.text))
+
+    def _flush(self, upto: int) -> str:
+        delta = self.text[self.sent : upto] if upto > self.sent else ""
+        self.sent = max(self.sent, upto)
+        return delta
+
+    def _stop_at(self) -> int | None:
+        longest = max((len(s) for s in self.stop), default=0)
+        start = max(0, self.sent - longest)
+        found = [i for s in self.stop if (i := self.text.find(s, start)) >= 0]
+        return min(found) if found else None
+
+    def _held_back(self) -> int:
+        tail = 0
+        for s in self.stop:
+            for k in range(min(len(s) - 1, len(self.text)), 0, -1):
+                if self.text.endswith(s[:k]):
+                    tail = max(tail, k)
+                    break
+        if self.text.endswith(REPLACEMENT):  # an incomplete multi-byte character
+            tail = max(tail, len(self.text) - len(self.text.rstrip(REPLACEMENT)))
+        return tail

@@ -1,0 +1,357 @@
+"""OpenAI request bodies -> engine work: every field checked, every problem an ApiError naming it.
+
+Accepted besides the OpenAI fields: the diffusion sampler settings (`max_denoising_steps`,
+`entropy_bound`, `t_min`, `t_max`, `stability_threshold`, `confidence_threshold`) as extra body
+fields, and `stream_options.include_drafts`. OpenAI fields this server cannot honour are refused
+with a 400 naming them, never ignored.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from dgemma.api import Model
+from dgemma.config import SamplerConfig
+from dgemma.engine.diffusion import slots_needed
+from dgemma.engine.request import Request
+from dgemma.text import check_messages
+
+MAX_N = 16
+MAX_STOP = 4
+MAX_DENOISING_STEPS = 1024
+SEED_RANGE = 2**63
+# temperature T maps to the schedule t_max = T, t_min = T / 2 (the reference's 0.8 -> 0.4 ratio);
+# T = 0 asks for near-greedy decoding, which the schedule expresses as this small constant
+GREEDY_TEMPERATURE = 0.01
+SAMPLER_FIELDS = tuple(f.name for f in fields(SamplerConfig))
+_COMMON = {
+    "model",
+    "stream",
+    "stream_options",
+    "max_tokens",
+    "seed",
+    "n",
+    "stop",
+    "temperature",
+    "top_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "logprobs",
+    "logit_bias",
+    "user",
+    "metadata",
+    "store",
+    "service_tier",
+    *SAMPLER_FIELDS,
+}
+CHAT_FIELDS = _COMMON | {
+    "messages",
+    "max_completion_tokens",
+    "response_format",
+    "top_logprobs",
+    "tools",
+    "tool_choice",
+    "functions",
+    "function_call",
+    "parallel_tool_calls",
+}
+COMPLETION_FIELDS = _COMMON | {"prompt", "echo", "suffix", "best_of"}
+
+
+class ApiError(Exception):
+    """An HTTP error with an OpenAI-style body."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        kind: str = "invalid_request_error",
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(message)
+        self.status, self.message, self.param, self.kind, self.code = status, message, param, kind, code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+
+
+@dataclass
+class Job:
+    """One HTTP request's work: a request per (prompt, choice), prompt-major, plus how to answer."""
+
+    kind: str  # "chat" or "completion"
+    model: str
+    requests: list[Request]
+    prompt_tokens: list[int]  # per prompt
+    n: int
+    stop: list[str] = field(default_factory=list)
+    stream: bool = False
+    include_usage: bool = False
+    include_drafts: bool = False
+
+
+def parse_chat(body: Any, model: Model, name: str, capacity: int) -> Job:
+    body = _object(body, CHAT_FIELDS)
+    _check_model(body, name)
+    _refuse_unsupported(body, chat=True)
+    messages = body.get("messages")
+    try:
+        check_messages(messages)
+    except ValueError as err:
+        raise ApiError(400, str(err), "messages") from None
+    if model.codec is None or not model.codec.has_chat_template:
+        raise ApiError(400, f"model {name!r} has no chat template; use /v1/completions", "messages")
+    try:
+        prompt = model.codec.encode_chat([_flatten(i, m) for i, m in enumerate(messages)])
+    except ValueError as err:
+        raise ApiError(400, str(err), "messages") from None
+    limit = _int(body, "max_completion_tokens", 1) or _int(body, "max_tokens", 1)
+    return _job("chat", body, model, name, capacity, [prompt], limit, "messages")
+
+
+def parse_completion(body: Any, model: Model, name: str, capacity: int) -> Job:
+    body = _object(body, COMPLETION_FIELDS)
+    _check_model(body, name)
+    _refuse_unsupported(body, chat=False)
+    if body.get("echo"):
+        raise ApiError(400, "`echo` is not supported", "echo")
+    if body.get("suffix") is not None:
+        raise ApiError(400, "`suffix` is not supported here; use `dgemma infill` or Model.infill", "suffix")
+    if body.get("best_of") not in (None, 1):
+        raise ApiError(400, "`best_of` is not supported", "best_of")
+    prompts = _completion_prompts(body.get("prompt"), model)
+    return _job("completion", body, model, name, capacity, prompts, _int(body, "max_tokens", 1), "prompt")
+
+
+def _job(
+    kind: str,
+    body: dict,
+    model: Model,
+    name: str,
+    capacity: int,
+    prompts: list[list[int]],
+    max_tokens: int | None,
+    prompt_param: str,
+) -> Job:
+    n = _int(body, "n", 1, MAX_N) or 1
+    stream = _bool(body, "stream")
+    options = body.get("stream_options")
+    if options is not None and not stream:
+        raise ApiError(400, "`stream_options` is only allowed with `stream: true`", "stream_options")
+    options = options or {}
+    if not isinstance(options, dict) or set(options) - {"include_usage", "include_drafts"}:
+        raise ApiError(
+            400, "`stream_options` takes only `include_usage` and `include_drafts`", "stream_options"
+        )
+    sampler = _sampler(body, model)
+    seed = _int(body, "seed", -SEED_RANGE, SEED_RANGE - 1)
+    base = secrets.randbits(62) if seed is None else seed % SEED_RANGE
+    C = model.config.canvas_length
+    requests = []
+    for p, prompt in enumerate(prompts):
+        room = (capacity - len(prompt)) // C * C
+        if room < 1:
+            raise ApiError(
+                400,
+                f"the prompt has {len(prompt)} tokens; this server's context holds {capacity} "
+                f"and needs room for at least one canvas of {C}",
+                prompt_param,
+                code="context_length_exceeded",
+            )
+        limit = max_tokens if max_tokens is not None else min(model.defaults.max_new_tokens, room)
+        for i in range(n):
+            req = Request(
+                prompt, limit, sampler, (base + p * n + i) % SEED_RANGE, model.defaults.eos_token_ids
+            )
+            if slots_needed(req, C) > capacity:
+                raise ApiError(
+                    400,
+                    f"prompt ({len(prompt)} tokens) plus max_tokens ({limit}) exceeds this server's context "
+                    f"of {capacity} tokens (canvases of {C})",
+                    "max_tokens",
+                    code="context_length_exceeded",
+                )
+            requests.append(req)
+    return Job(
+        kind,
+        name,
+        requests,
+        [len(p) for p in prompts],
+        n,
+        _stop(body.get("stop")),
+        stream,
+        _bool(options, "include_usage"),
+        _bool(options, "include_drafts"),
+    )
+
+
+def _object(body: Any, known: set[str]) -> dict:
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    unknown = sorted(set(body) - known)
+    if unknown:
+        raise ApiError(400, f"unrecognized request argument(s): {', '.join(unknown)}", unknown[0])
+    return body
+
+
+def _check_model(body: dict, name: str) -> None:
+    requested = body.get("model")
+    if not isinstance(requested, str) or not requested:
+        raise ApiError(400, "`model` is required (a string)", "model")
+    if requested != name:
+        raise ApiError(
+            404,
+            f"the model {requested!r} does not exist; this server has {name!r}",
+            "model",
+            code="model_not_found",
+        )
+
+
+def _refuse_unsupported(body: dict, chat: bool) -> None:
+    neutral = {"top_p": 1, "presence_penalty": 0, "frequency_penalty": 0}
+    for key, value in neutral.items():
+        got = body.get(key)
+        if got is not None and (not _is_number(got) or got != value):
+            raise ApiError(400, f"`{key}` is not supported by the diffusion sampler (only {value})", key)
+    if body.get("logprobs") not in (None, False, 0):
+        raise ApiError(400, "`logprobs` is not supported", "logprobs")
+    if body.get("logit_bias"):
+        raise ApiError(400, "`logit_bias` is not supported", "logit_bias")
+    if chat:
+        for key in ("tools", "functions", "tool_choice", "function_call", "top_logprobs"):
+            if body.get(key) not in (None, [], "none"):
+                raise ApiError(400, f"`{key}` is not supported", key)
+        fmt = body.get("response_format")
+        if fmt is not None:
+            kind = fmt.get("type") if isinstance(fmt, dict) else None
+            if kind not in ("text", "json_object", "json_schema"):
+                raise ApiError(
+                    400, "`response_format.type` must be text, json_object or json_schema", "response_format"
+                )
+            if kind != "text":
+                raise ApiError(
+                    400,
+                    f"`response_format` {kind} is not supported by this server yet",
+                    "response_format",
+                    code="unsupported_response_format",
+                )
+
+
+def _flatten(index: int, message: dict) -> dict:
+    """A message whose content is a list of text parts becomes one string; other parts are refused."""
+    content = message.get("content")
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if (
+                not isinstance(part, dict)
+                or part.get("type") != "text"
+                or not isinstance(part.get("text"), str)
+            ):
+                raise ApiError(400, f"`messages[{index}].content` parts must be text parts", "messages")
+            texts.append(part["text"])
+        content = "".join(texts)
+    if content is None:
+        content = ""
+    return {"role": message["role"], "content": content}
+
+
+def _completion_prompts(prompt: Any, model: Model) -> list[list[int]]:
+    if prompt is None:
+        raise ApiError(400, "`prompt` is required", "prompt")
+    if isinstance(prompt, str) or (isinstance(prompt, list) and prompt and _is_ids(prompt)):
+        prompt = [prompt]
+    if not isinstance(prompt, list) or not prompt or len(prompt) > MAX_N:
+        raise ApiError(
+            400, f"`prompt` must be a string, token ids, or a list of 1-{MAX_N} of these", "prompt"
+        )
+    out = []
+    for item in prompt:
+        if isinstance(item, str):
+            if not item:
+                raise ApiError(400, "`prompt` must not be empty", "prompt")
+            if model.codec is None:
+                raise ApiError(400, "this model has no tokenizer; send token ids", "prompt")
+            out.append(model.codec.encode_raw(item))
+        elif isinstance(item, list) and item and _is_ids(item):
+            if not all(0 <= t < model.config.vocab_size for t in item):
+                raise ApiError(
+                    400, f"`prompt` token ids must lie in 0..{model.config.vocab_size - 1}", "prompt"
+                )
+            out.append(list(item))
+        else:
+            raise ApiError(
+                400, "`prompt` items must be non-empty strings or non-empty lists of token ids", "prompt"
+            )
+    return out
+
+
+def _sampler(body: dict, model: Model) -> SamplerConfig:
+    overrides = {k: body[k] for k in SAMPLER_FIELDS if body.get(k) is not None}
+    temperature = body.get("temperature")
+    if temperature is not None:
+        if not _is_number(temperature) or not 0 <= temperature <= 2:
+            raise ApiError(400, "`temperature` must be a number in [0, 2]", "temperature")
+        t_max = temperature if temperature > 0 else GREEDY_TEMPERATURE
+        overrides.setdefault("t_max", t_max)
+        overrides.setdefault("t_min", t_max / 2)
+    steps = overrides.get("max_denoising_steps")
+    if isinstance(steps, int) and steps > MAX_DENOISING_STEPS:
+        raise ApiError(
+            400, f"`max_denoising_steps` must be at most {MAX_DENOISING_STEPS}", "max_denoising_steps"
+        )
+    try:
+        return model.sampler_defaults.replace(**overrides)
+    except (ValueError, TypeError) as err:
+        param = next((k for k in overrides if f"`{k}`" in str(err)), None)
+        raise ApiError(400, str(err), param) from None
+
+
+def _stop(stop: Any) -> list[str]:
+    if stop is None:
+        return []
+    stops = [stop] if isinstance(stop, str) else stop
+    if (
+        not isinstance(stops, list)
+        or len(stops) > MAX_STOP
+        or not all(isinstance(s, str) and s for s in stops)
+    ):
+        raise ApiError(
+            400, f"`stop` must be a non-empty string or a list of up to {MAX_STOP} of them", "stop"
+        )
+    return stops
+
+
+def _int(body: dict, name: str, minimum: int, maximum: int | None = None) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ApiError(400, f"`{name}` must be an integer, got {type(value).__name__}", name)
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ApiError(400, f"`{name}` must be {bound}, got {value}", name)
+    return value
+
+
+def _bool(body: dict, name: str) -> bool:
+    value = body.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ApiError(400, f"`{name}` must be true or false", name)
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_ids(items: list) -> bool:
+    return all(isinstance(t, int) and not isinstance(t, bool) for t in items)

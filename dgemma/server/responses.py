@@ -1,0 +1,94 @@
+"""OpenAI response bodies: chat completions, text completions, their stream chunks, and usage."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from dgemma.server.choice import ChoiceText
+from dgemma.server.protocol import Job
+
+
+def usage(job: Job, choices: list[ChoiceText]) -> dict[str, Any]:
+    """OpenAI usage plus the diffusion figures: canvases, denoising steps, tokens per decoder pass."""
+    completion = sum(len(c.tokens) for c in choices)
+    steps = sum(c.steps for c in choices)
+    return {
+        "prompt_tokens": sum(job.prompt_tokens),
+        "completion_tokens": completion,
+        "total_tokens": sum(job.prompt_tokens) + completion,
+        "canvases": sum(c.canvases for c in choices),
+        "denoising_steps": steps,
+        "tokens_per_forward": round(completion / steps, 4) if steps else 0.0,
+    }
+
+
+def full_response(job: Job, rid: str, created: int, choices: list[ChoiceText]) -> dict[str, Any]:
+    if job.kind == "chat":
+        items = [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": c.text},
+                "finish_reason": c.finish_reason,
+                "logprobs": None,
+            }
+            for i, c in enumerate(choices)
+        ]
+        obj = "chat.completion"
+    else:
+        items = [
+            {"index": i, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}
+            for i, c in enumerate(choices)
+        ]
+        obj = "text_completion"
+    return {
+        "id": rid,
+        "object": obj,
+        "created": created,
+        "model": job.model,
+        "choices": items,
+        "usage": usage(job, choices),
+    }
+
+
+class ChunkWriter:
+    """Stream chunks of one response: same id, created and model on every chunk."""
+
+    def __init__(self, job: Job, rid: str):
+        self.job, self.rid, self.created = job, rid, int(time.time())
+        self.object = "chat.completion.chunk" if job.kind == "chat" else "text_completion"
+
+    def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        return {
+            "id": self.rid,
+            "object": self.object,
+            "created": self.created,
+            "model": self.job.model,
+            "choices": choices,
+            **extra,
+        }
+
+    def role(self, index: int) -> dict[str, Any]:
+        """The first chunk of a chat choice: the assistant role, no content yet."""
+        return self._chunk(
+            [{"index": index, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
+        )
+
+    def content(self, index: int, text: str, finish_reason: str | None = None) -> dict[str, Any]:
+        if self.job.kind == "chat":
+            delta = {"content": text} if text else {}
+            choice = {"index": index, "delta": delta, "finish_reason": finish_reason}
+        else:
+            choice = {"index": index, "text": text, "finish_reason": finish_reason, "logprobs": None}
+        return self._chunk([choice])
+
+    def draft(self, index: int, draft: dict[str, Any]) -> dict[str, Any]:
+        """A denoising-step draft: an empty delta plus a `draft` field that OpenAI clients ignore."""
+        if self.job.kind == "chat":
+            choice = {"index": index, "delta": {}, "finish_reason": None, "draft": draft}
+        else:
+            choice = {"index": index, "text": "", "finish_reason": None, "logprobs": None, "draft": draft}
+        return self._chunk([choice])
+
+    def usage(self, choices: list[ChoiceText]) -> dict[str, Any]:
+        return self._chunk([], usage=usage(self.job, choices))
