@@ -26,6 +26,8 @@ from dgemma.engine.request import Request
 from dgemma.engine.results import Completion, FinishReason, RowStats
 from dgemma.model import DiffusionGemma, load_model
 from dgemma.model.loader import read_json
+from dgemma.structured.generate import DEFAULT_ROUNDS, JsonJob, plan_json, run_json
+from dgemma.structured.slots import DEFAULT_STRING_TOKENS
 from dgemma.text import TextCodec
 
 
@@ -131,7 +133,15 @@ class Model:
             return run_autoregressive(self.model, requests)
         return run_diffusion(self.model, requests, emit_drafts=drafts)
 
-    def generate(self, prompts: Any, mode: Mode | str = Mode.DIFFUSION, **kwargs: Any) -> GenerationOutput:
+    def generate(
+        self,
+        prompts: Any,
+        mode: Mode | str = Mode.DIFFUSION,
+        json_schema: dict[str, Any] | None = None,
+        json_rounds: int = DEFAULT_ROUNDS,
+        max_string_tokens: int = DEFAULT_STRING_TOKENS,
+        **kwargs: Any,
+    ) -> GenerationOutput:
         """Generate for one prompt or a batch.
 
         Args:
@@ -143,14 +153,61 @@ class Model:
             raw: tokenize strings as they are, without the chat template.
             temperature: autoregressive mode only; 0 is greedy.
             eos_token_ids: tokens that end generation (default from generation_config.json).
+            json_schema: a JSON Schema (the subset in docs/structured.md); every text then parses and
+                validates against it. `max_new_tokens` and `eos_token_ids` do not apply: the schema's
+                layout sets the length.
+            json_rounds: generation rounds at most for a schema (invalid slots are renoised between
+                rounds; after the last, they are set to the nearest valid value).
+            max_string_tokens: token positions of a string value without a smaller `maxLength`.
             **sampler_overrides: max_denoising_steps, entropy_bound, t_min, t_max, stability_threshold,
                 confidence_threshold.
         """
+        if json_schema is not None:
+            return self._generate_json(prompts, mode, json_schema, json_rounds, max_string_tokens, kwargs)
         done = None
         for event in self.stream(prompts, mode=mode, drafts=False, **kwargs):
             if isinstance(event, DoneEvent):
                 done = event
         return self.finish(done.completions)
+
+    def json_jobs(
+        self, prompts: Any, json_schema: Any, json_rounds: int, max_string_tokens: int, **kwargs: Any
+    ) -> list[JsonJob]:
+        """One structured-output job per prompt (the server runs these through its own engine)."""
+        if self.codec is None:
+            raise ValueError("`json_schema` needs the checkpoint's tokenizer.json")
+        for name in ("max_new_tokens", "eos_token_ids"):
+            if kwargs.pop(name, None) is not None:
+                raise ValueError(f"`{name}` does not apply with `json_schema`: the schema sets the length")
+        if (
+            isinstance(max_string_tokens, bool)
+            or not isinstance(max_string_tokens, int)
+            or max_string_tokens < 1
+        ):
+            raise ValueError(f"`max_string_tokens` must be a positive integer, got {max_string_tokens!r}")
+        plan = plan_json(
+            json_schema,
+            self.codec,
+            self.defaults.pad_token_id,
+            self.defaults.eos_token_ids,
+            max_string_tokens,
+        )
+        if len(plan.tokens) > self.defaults.max_new_tokens * 64:
+            raise ValueError(f"`json_schema` lays out to {len(plan.tokens)} tokens; that is too long")
+        requests = self.requests(prompts, max_new_tokens=len(plan.tokens), eos_token_ids=[], **kwargs)
+        return [JsonJob(plan, r, json_rounds) for r in requests]
+
+    def _generate_json(self, prompts, mode, schema, rounds, max_string_tokens, kwargs) -> GenerationOutput:
+        if Mode(mode) is not Mode.DIFFUSION:
+            raise ValueError("`json_schema` needs diffusion mode: the layout is clamped into the canvas")
+        jobs = self.json_jobs(prompts, schema, rounds, max_string_tokens, **kwargs)
+        run_json(self.model, jobs)
+        return GenerationOutput(
+            [j.text() for j in jobs],
+            [j.tokens for j in jobs],
+            [FinishReason.STOP for _ in jobs],
+            [j.stats for j in jobs],
+        )
 
     def infill(self, prefix: str, suffix: str, length: int | str = "auto", **kwargs: Any):
         """Fill the gap between prefix and suffix (see `dgemma.editing.infill`); returns an InfillResult."""

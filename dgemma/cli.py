@@ -49,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--json", action="store_true", help="print ids, text and stats as one JSON object")
     gen.add_argument("--show-steps", action="store_true", help="show the canvas being refined, live")
+    gen.add_argument(
+        "--json-schema",
+        default=None,
+        metavar="FILE",
+        help="JSON Schema file: output always parses and validates",
+    )
     add_sampler_flags(gen)
 
     inf = sub.add_parser("infill", help="fill the gap between a prefix and a suffix")
@@ -105,7 +111,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     SamplerConfig().replace(**sampler_overrides(args))  # fail on bad settings before loading weights
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise ValueError(f"`max_new_tokens` must be a positive integer, got {args.max_new_tokens}")
+    schema = _read_schema(args) if args.json_schema else None
     model = dgemma.load(args.model, dtype=args.dtype, device=args.device, compile=args.compile)
+    if schema is not None:
+        out = model.generate(
+            prompts, json_schema=schema, seed=args.seed, raw=args.raw, **sampler_overrides(args)
+        )
+        _print_outputs(out, args.json)
+        return 0
     kwargs = dict(
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
@@ -123,16 +136,35 @@ def cmd_generate(args: argparse.Namespace) -> int:
         out = model.finish(done.completions)
     else:
         out = model.generate(prompts, mode=args.mode, **kwargs)
-    if args.json:
+    if args.json or not args.show_steps:
+        _print_outputs(out, args.json)
+    return 0
+
+
+def _read_schema(args: argparse.Namespace):
+    from dgemma.structured.schema import compile_schema
+
+    if args.mode != "diffusion" or args.show_steps or args.max_new_tokens is not None:
+        raise ValueError("`--json-schema` works in diffusion mode, without --show-steps or --max-new-tokens")
+    try:
+        with open(args.json_schema, encoding="utf-8") as f:
+            schema = json.load(f)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{args.json_schema}: not valid JSON ({err})") from None
+    compile_schema(schema)  # unsupported keywords fail before the weights load
+    return schema
+
+
+def _print_outputs(out, as_json: bool) -> None:
+    if as_json:
         results = [
             {"text": t, "token_ids": ids, "finish_reason": f.value, "stats": s.to_dict()}
             for t, ids, f, s in zip(out.texts, out.token_ids, out.finish_reasons, out.stats, strict=True)
         ]
         print(json.dumps(results[0] if len(results) == 1 else {"results": results}))
-    elif not args.show_steps:
+    else:
         for text in out.texts:
             print(text)
-    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ LAYERS = [
     "train",
     "tasks",
     "editing",
+    "structured",
     "api",
     "apps",
     "live",

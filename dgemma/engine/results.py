@@ -24,6 +24,10 @@ class RowStats:
     num_tokens: int = 0
     # mean entropy over each canvas's unclamped positions at its last step (the model's uncertainty)
     entropy_per_canvas: list[float] = field(default_factory=list)
+    # structured output (json_schema) only: generation rounds run, and slots set to the nearest
+    # valid value because the model had not written a valid one when the rounds ran out
+    rounds: int = 0
+    repaired_slots: int = 0
 
     @property
     def tokens_per_forward(self) -> float:

@@ -1,0 +1,1 @@
+"""Schema-guaranteed JSON through canvas constraints."""

@@ -1,0 +1,158 @@
+"""Schema-guaranteed JSON: the layout as clamped tokens, slots as allowed sets, bounded repair rounds.
+
+    round 1: the whole layout in the canvas: literal JSON clamped, each slot limited to its tokens
+    after each round: a slot whose text is valid is clamped from then on; the others are renoised
+             (a fresh request with a new seed, only they free) and denoised again
+    after `max_rounds`: a slot still invalid is set to the nearest valid value (counted as repaired)
+
+The result always parses and validates: every byte outside the slots is the layout's own text and
+every slot holds a value valid for its schema. `JsonJob` holds one prompt's state so the same
+rounds can run through `run_diffusion` (the Python API) or the server's engine worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from dgemma.engine.diffusion import run_diffusion
+from dgemma.engine.events import DoneEvent
+from dgemma.engine.request import Request
+from dgemma.engine.results import RowStats
+from dgemma.model import DiffusionGemma
+from dgemma.structured.schema import compile_schema, validate
+from dgemma.structured.slots import DEFAULT_STRING_TOKENS, SlotPlan, Vocabulary, plan_slot
+from dgemma.text import TextCodec
+
+DEFAULT_ROUNDS = 3
+ROUND_SEED_STRIDE = 1_000_003
+_VOCABS: dict[tuple[int, int, tuple[int, ...]], Vocabulary] = {}
+
+
+@dataclasses.dataclass
+class JsonPlan:
+    schema: dict[str, Any]
+    tokens: list[int]  # the layout: literal tokens, filler at slot positions
+    literal: list[bool]  # per position: part of the layout's fixed text
+    slots: list[SlotPlan]
+    vocab: Vocabulary
+
+
+def plan_json(
+    schema: Any,
+    codec: TextCodec,
+    filler: int | None,
+    eos_token_ids: tuple[int, ...],
+    max_string_tokens: int = DEFAULT_STRING_TOKENS,
+) -> JsonPlan:
+    """Lay `schema` out as tokens; ValueError for unsupported schemas or tokenizers without a filler."""
+    layout = compile_schema(schema)
+    if filler is None or filler in eos_token_ids or codec.decode([filler]) != "":
+        raise ValueError(
+            "structured output needs a pad token that decodes to nothing and is not an end token"
+        )
+    key = (id(codec), filler, tuple(eos_token_ids))
+    vocab = _VOCABS.get(key)
+    if vocab is None:
+        vocab = _VOCABS[key] = Vocabulary(codec, filler, set(eos_token_ids))
+    tokens: list[int] = []
+    literal: list[bool] = []
+    slots: list[SlotPlan] = []
+    for part in layout.parts:
+        if isinstance(part, str):
+            ids = vocab.encode(part)
+            tokens += ids
+            literal += [True] * len(ids)
+        else:
+            plan = plan_slot(part, len(tokens), vocab, max_string_tokens)
+            slots.append(plan)
+            tokens += [filler] * plan.budget
+            literal += [False] * plan.budget
+    return JsonPlan(schema, tokens, literal, slots, vocab)
+
+
+class JsonJob:
+    """One prompt's structured generation: which slots are settled, the tokens so far, the stats."""
+
+    def __init__(self, plan: JsonPlan, base: Request, max_rounds: int = DEFAULT_ROUNDS):
+        if max_rounds < 1:
+            raise ValueError(f"`max_rounds` must be >= 1, got {max_rounds}")
+        self.plan, self.base, self.max_rounds = plan, base, max_rounds
+        self.tokens = list(plan.tokens)
+        self.settled = [False] * len(plan.slots)
+        self.stats = RowStats()
+        self.rounds = 0
+
+    @property
+    def done(self) -> bool:
+        return all(self.settled) or self.rounds >= self.max_rounds
+
+    def request(self) -> Request:
+        """The engine request of the next round: literals and settled slots clamped, the rest free."""
+        fixed = {p: t for p, (t, lit) in enumerate(zip(self.tokens, self.plan.literal, strict=True)) if lit}
+        allowed: dict[int, tuple[int, ...]] = {}
+        for plan, settled in zip(self.plan.slots, self.settled, strict=True):
+            for k in range(plan.budget):
+                if settled:
+                    fixed[plan.start + k] = self.tokens[plan.start + k]
+                else:
+                    allowed[plan.start + k] = plan.allowed[k]
+        seed = (self.base.seed + self.rounds * ROUND_SEED_STRIDE) % 2**63
+        return dataclasses.replace(
+            self.base,
+            max_new_tokens=len(self.tokens),
+            seed=seed,
+            eos_token_ids=(),
+            fixed=fixed,
+            allowed=allowed,
+        )
+
+    def update(self, tokens: list[int], stats: RowStats) -> None:
+        """Take one round's output: keep free slots' tokens, settle the valid ones; repair at the end."""
+        self.rounds += 1
+        self.stats.rounds = self.rounds
+        _add_stats(self.stats, stats)
+        for i, plan in enumerate(self.plan.slots):
+            if self.settled[i]:
+                continue
+            span = slice(plan.start, plan.start + plan.budget)
+            self.tokens[span] = tokens[span]
+            self.settled[i] = plan.is_valid(plan.text(self.tokens, self.plan.vocab))
+        if self.rounds >= self.max_rounds:
+            for i, plan in enumerate(self.plan.slots):
+                if not self.settled[i]:
+                    self.tokens[plan.start : plan.start + plan.budget] = plan.repair(
+                        self.tokens, self.plan.vocab
+                    )
+                    self.settled[i] = True
+                    self.stats.repaired_slots += 1
+
+    def text(self) -> str:
+        """The final JSON text; checked to parse and validate (a failure here is a bug, not bad luck)."""
+        text = self.plan.vocab.codec.decode(self.tokens)
+        problems = validate(json.loads(text), self.plan.schema)
+        if problems:
+            raise RuntimeError(f"structured output failed validation: {problems[0]}")
+        return text
+
+
+def _add_stats(total: RowStats, part: RowStats) -> None:
+    total.canvases += part.canvases
+    total.steps_per_canvas += part.steps_per_canvas
+    total.decoder_forwards += part.decoder_forwards
+    total.prefill_s += part.prefill_s
+    total.denoise_s += part.denoise_s
+    total.commit_s += part.commit_s
+    total.entropy_per_canvas += part.entropy_per_canvas
+    total.num_tokens = part.num_tokens
+
+
+def run_json(model: DiffusionGemma, jobs: list[JsonJob]) -> None:
+    """Run every job's rounds to the end; the jobs still open share each round's batch."""
+    while pending := [j for j in jobs if not j.done]:
+        done = next(
+            e for e in run_diffusion(model, [j.request() for j in pending]) if isinstance(e, DoneEvent)
+        )
+        for job, completion in zip(pending, done.completions, strict=True):
+            job.update(completion.token_ids, completion.stats)

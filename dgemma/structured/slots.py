@@ -1,0 +1,139 @@
+"""Value slots at the token level: which tokens each position may hold, when a slot's text is valid,
+and the valid text a slot falls back to when the model does not get there in the allowed rounds.
+
+A slot has a fixed number of positions; a value shorter than that is padded with the filler, a
+special token that decodes to nothing (the tokenizer's pad token), so it can sit anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from dgemma.structured.schema import Slot
+from dgemma.text import TextCodec
+
+INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")
+NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?")
+DEFAULT_STRING_TOKENS = 12
+DEFAULT_NUMBER_TOKENS = 8
+
+
+class Vocabulary:
+    """Token classes of one tokenizer, computed once."""
+
+    def __init__(self, codec: TextCodec, filler: int, exclude: set[int]):
+        self.codec, self.filler = codec, filler
+        special = codec.special_ids() | exclude
+        self.texts = {
+            i: codec.token_text(i) for i in range(codec.tokenizer.get_vocab_size()) if i not in special
+        }
+
+    @cached_property
+    def string_safe(self) -> tuple[int, ...]:
+        """Tokens that are valid inside a JSON string whatever surrounds them."""
+        return tuple(
+            i
+            for i, t in self.texts.items()
+            if t and '"' not in t and "\\" not in t and all(ord(c) >= 0x20 for c in t)
+        )
+
+    @cached_property
+    def digits(self) -> tuple[int, ...]:
+        return tuple(i for i, t in self.texts.items() if re.fullmatch(r"[0-9]+", t))
+
+    def exact(self, text: str) -> tuple[int, ...]:
+        return tuple(i for i, t in self.texts.items() if t == text)
+
+    def encode(self, text: str) -> list[int]:
+        return self.codec.tokenizer.encode(text, add_special_tokens=False).ids
+
+
+@dataclass
+class SlotPlan:
+    """One slot placed in the output: its positions and the token set of each."""
+
+    slot: Slot
+    start: int
+    budget: int
+    allowed: list[tuple[int, ...]]
+    options: list[list[int]] | None = None  # choice: each option's tokens, padded with the filler
+
+    def text(self, tokens: list[int], vocab: Vocabulary) -> str:
+        return vocab.codec.decode(tokens[self.start : self.start + self.budget])
+
+    def is_valid(self, text: str) -> bool:
+        schema = self.slot.schema
+        if self.slot.kind == "choice":
+            return text in self.slot.options
+        if self.slot.kind == "string":
+            return schema.get("minLength", 0) <= len(text) <= schema.get("maxLength", math.inf)
+        pattern = INTEGER if self.slot.kind == "integer" else NUMBER
+        if not pattern.fullmatch(text):
+            return False
+        value = json.loads(text)
+        return schema.get("minimum", -math.inf) <= value <= schema.get("maximum", math.inf)
+
+    def repair(self, tokens: list[int], vocab: Vocabulary) -> list[int]:
+        """Tokens of a valid value for this slot, as close to what the model wrote as this allows."""
+        current = tokens[self.start : self.start + self.budget]
+        if self.options is not None:  # the option agreeing with most positions
+            return max(self.options, key=lambda o: sum(a == b for a, b in zip(o, current, strict=True)))
+        for text in self._candidates(self.text(tokens, vocab)):
+            ids = vocab.encode(text)
+            if len(ids) <= self.budget and vocab.codec.decode(ids) == text and self.is_valid(text):
+                return ids + [vocab.filler] * (self.budget - len(ids))
+        raise ValueError(f"json_schema at {self.slot.path}: no valid value fits in {self.budget} tokens")
+
+    def _candidates(self, text: str) -> list[str]:
+        schema = self.slot.schema
+        if self.slot.kind == "string":
+            lo, hi = schema.get("minLength", 0), schema.get("maxLength", len(text))
+            cut = text[:hi]
+            return [cut + "a" * (lo - len(cut)), "a" * lo]
+        lo, hi = schema.get("minimum", -math.inf), schema.get("maximum", math.inf)
+        match = re.search(r"-?[0-9]+(\.[0-9]+)?", text)
+        value: Any = float(match.group()) if match else 0
+        if self.slot.kind == "integer":
+            value = int(value)
+        value = min(max(value, lo), hi)
+        if self.slot.kind == "integer":
+            value = int(math.ceil(value)) if value == lo else int(math.floor(value))
+        fallback = lo if lo != -math.inf else (hi if hi != math.inf and hi < 0 else 0)
+        texts = [json.dumps(value), json.dumps(int(fallback) if self.slot.kind == "integer" else fallback)]
+        return [t.removesuffix(".0") if self.slot.kind == "integer" else t for t in texts]
+
+
+def plan_slot(slot: Slot, start: int, vocab: Vocabulary, max_string_tokens: int) -> SlotPlan:
+    schema, filler = slot.schema, vocab.filler
+    if slot.kind == "choice":
+        encoded = [vocab.encode(o) for o in slot.options]
+        budget = max(len(e) for e in encoded)
+        options = [e + [filler] * (budget - len(e)) for e in encoded]
+        allowed = [tuple(sorted({o[k] for o in options})) for k in range(budget)]
+        return SlotPlan(slot, start, budget, allowed, options)
+    if slot.kind == "string":
+        lo = schema.get("minLength", 0)
+        budget = max(lo, min(schema.get("maxLength", max_string_tokens), max_string_tokens), 1)
+        safe = vocab.string_safe
+        allowed = [safe if k < lo else safe + (filler,) for k in range(budget)]
+        return SlotPlan(slot, start, budget, allowed)
+    digits = vocab.digits
+    if not digits:
+        raise ValueError("this tokenizer has no digit tokens; numbers cannot be generated")
+    bounds = [b for b in (schema.get("minimum"), schema.get("maximum")) if b is not None]
+    negative = not bounds or min(bounds) < 0 or schema.get("minimum") is None
+    sign = vocab.exact("-") if negative else ()
+    if slot.kind == "integer":
+        width = max((len(str(int(b))) for b in bounds), default=6)
+        budget = max(width, 2) + (1 if negative else 0)
+        allowed = [tuple(digits) + sign + (filler,)] + [tuple(digits) + (filler,)] * (budget - 1)
+        return SlotPlan(slot, start, budget, allowed)
+    budget = DEFAULT_NUMBER_TOKENS
+    dot = vocab.exact(".")
+    allowed = [tuple(digits) + sign + (filler,)] + [tuple(digits) + dot + (filler,)] * (budget - 1)
+    return SlotPlan(slot, start, budget, allowed)
