@@ -20,6 +20,10 @@ COMP = "/v1/completions"
 MSG = [{"role": "user", "content": "hi"}]
 
 
+def SCHEMA_FMT(schema):  # noqa: N802
+    return {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+
+
 def chat(**fields):
     return json.dumps({"model": NAME, "messages": MSG, **fields})
 
@@ -120,6 +124,24 @@ BAD = [
     ("POST", CHAT, chat(logit_bias={"5": 10}), 400, "logit_bias"),
     ("POST", CHAT, chat(tools=[{"type": "function", "function": {"name": "f"}}]), 400, "tools"),
     ("POST", CHAT, chat(response_format={"type": "xml"}), 400, "response_format"),
+    ("POST", CHAT, chat(response_format={"type": "json_schema"}), 400, "response_format"),
+    (
+        "POST",
+        CHAT,
+        chat(response_format={"type": "json_schema", "json_schema": {"name": "x"}}),
+        400,
+        "response_format",
+    ),
+    (
+        "POST",
+        CHAT,
+        chat(response_format=SCHEMA_FMT({"type": "string", "pattern": "a"})),
+        400,
+        "response_format",
+    ),
+    ("POST", CHAT, chat(response_format=SCHEMA_FMT({"type": "integer"}), stop="}"), 400, "stop"),
+    ("POST", CHAT, chat(response_format=SCHEMA_FMT({"type": "integer"}), max_tokens=1), 400, "max_tokens"),
+    ("POST", CHAT, chat(json_rounds=2), 400, "json_rounds"),
     ("POST", COMP, json.dumps({"model": NAME}), 400, "prompt"),
     ("POST", COMP, comp(prompt=""), 400, "prompt"),
     ("POST", COMP, comp(prompt=[]), 400, "prompt"),
@@ -169,10 +191,10 @@ def test_server_is_healthy_after_the_bad_requests(server):
     assert len(BAD) >= 30
 
 
-def test_response_format_json_is_refused_not_ignored(server):
-    for fmt in ({"type": "json_object"}, {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}):
-        status, body = post_json(server[0], CHAT, {"model": NAME, "messages": MSG, "response_format": fmt})
-        assert status == 400 and body["error"]["param"] == "response_format"
+def test_json_object_is_refused_not_ignored(server):
+    fmt = {"type": "json_object"}
+    status, body = post_json(server[0], CHAT, {"model": NAME, "messages": MSG, "response_format": fmt})
+    assert status == 400 and body["error"]["code"] == "unsupported_response_format"
 
 
 def test_dgemma_serve_command_runs_the_bundled_model():

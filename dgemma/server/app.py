@@ -9,12 +9,10 @@ Every refusal is an OpenAI-style error body with a 4xx status; a request that ca
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,11 +24,10 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from dgemma.api import Model
-from dgemma.engine.events import CommitEvent, DraftEvent, FinishEvent
-from dgemma.server.choice import ChoiceText
-from dgemma.server.protocol import ApiError, Job, parse_chat, parse_completion
-from dgemma.server.responses import ChunkWriter, full_response
-from dgemma.server.worker import EngineWorker, QueueFull
+from dgemma.server.fields import ApiError
+from dgemma.server.protocol import Job, parse_chat, parse_completion
+from dgemma.server.runs import Disconnected, Run
+from dgemma.server.worker import EngineWorker
 
 DEFAULT_CONTEXT = 8192
 
@@ -46,10 +43,6 @@ class ServerSettings:
     request_timeout: float = 300.0  # seconds
     max_body_bytes: int = 1 << 20
     model_name: str = "dgemma"
-
-
-class _Disconnected(Exception):
-    pass
 
 
 def error_response(err: ApiError) -> JSONResponse:
@@ -125,7 +118,7 @@ class DgemmaServer:
                 self._authorize(request)
                 body = await self._json(request)
                 job = parse(body, self.model, self.name, self.worker.capacity)
-                run = _Run(self, job)
+                run = Run(job, self.worker, self.model.codec, self.settings.request_timeout)
             except ApiError as err:
                 return self._count(path, error_response(err))
             if job.stream:
@@ -135,7 +128,7 @@ class DgemmaServer:
                 body = await run.collect(request)
             except ApiError as err:
                 return self._count(path, error_response(err))
-            except _Disconnected:
+            except Disconnected:
                 return Response(status_code=499)
             return self._count(path, JSONResponse(body))
 
@@ -185,121 +178,3 @@ class DgemmaServer:
 
     async def _internal_error(self, request: HttpRequest, exc: Exception) -> Response:
         return error_response(ApiError(500, f"internal error: {type(exc).__name__}", kind="server_error"))
-
-
-class _Run:
-    """One HTTP request's choices in flight: events from the engine thread arrive on an asyncio queue."""
-
-    def __init__(self, server: DgemmaServer, job: Job):
-        self.server, self.job = server, job
-        self.start = time.perf_counter()
-        self.first_canvas: float | None = None
-        self.rid = ("chatcmpl-" if job.kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
-        self.choices = [ChoiceText(server.model.codec, job.stop) for _ in job.requests]
-        self.queue: asyncio.Queue = asyncio.Queue()
-        loop = asyncio.get_running_loop()
-
-        def sink(ticket: int, event: Any) -> None:
-            try:
-                loop.call_soon_threadsafe(self.queue.put_nowait, (ticket, event))
-            except RuntimeError:  # the event loop is gone (server shutting down)
-                pass
-
-        try:
-            self.tickets = server.worker.submit(job.requests, job.include_drafts, sink)
-        except QueueFull as err:
-            raise ApiError(
-                429,
-                f"server busy: {err}; retry shortly",
-                kind="rate_limit_error",
-                headers={"Retry-After": "1"},
-            ) from None
-        self.index = {t: i for i, t in enumerate(self.tickets)}
-        server.metrics.prompt_tokens.inc(sum(job.prompt_tokens) * job.n)
-
-    async def updates(self, request: HttpRequest) -> AsyncIterator[tuple[str, int, Any]]:
-        """('draft' | 'text' | 'finish', choice index, payload) until every choice is done."""
-        deadline = self.start + self.server.settings.request_timeout
-        try:
-            while not all(c.done for c in self.choices):
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    raise ApiError(
-                        504,
-                        f"the request ran past the server's timeout of {self.server.settings.request_timeout:g} s",
-                        kind="timeout_error",
-                    )
-                try:
-                    ticket, event = await asyncio.wait_for(self.queue.get(), timeout=min(0.5, remaining))
-                except TimeoutError:
-                    if await request.is_disconnected():
-                        raise _Disconnected() from None
-                    continue
-                i = self.index[ticket]
-                choice = self.choices[i]
-                if choice.done:
-                    continue
-                if isinstance(event, Exception):
-                    raise ApiError(500, f"generation failed: {type(event).__name__}", kind="server_error")
-                for update in self._handle(i, choice, event):
-                    yield update
-            self.server.metrics.latency.observe(time.perf_counter() - self.start)
-        finally:
-            self.server.worker.cancel(
-                [t for t, c in zip(self.tickets, self.choices, strict=True) if not c.done]
-            )
-
-    def _handle(self, i: int, choice: ChoiceText, event: Any) -> list[tuple[str, int, Any]]:
-        codec = self.server.model.codec
-        if isinstance(event, DraftEvent):
-            tokens = event.tokens.tolist()
-            draft = {
-                "canvas": event.canvas_index,
-                "step": event.step,
-                "accepted": event.num_accepted,
-                "text": codec.decode(tokens) if codec else "",
-                "token_ids": tokens,
-            }
-            return [("draft", i, draft)]
-        if isinstance(event, CommitEvent):
-            if self.first_canvas is None:
-                self.first_canvas = time.perf_counter() - self.start
-                self.server.metrics.first_canvas.observe(self.first_canvas)
-            delta = choice.add(event.tokens, event.steps)
-            if choice.done:  # a stop sequence: this choice needs no more canvases
-                self.server.worker.cancel([self.tickets[i]])
-                return [("finish", i, delta)]
-            return [("text", i, delta)] if delta else []
-        if isinstance(event, FinishEvent):
-            return [("finish", i, choice.finish(event.completion.finish_reason.value))]
-        return []
-
-    async def collect(self, request: HttpRequest) -> dict[str, Any]:
-        async for _ in self.updates(request):
-            pass
-        return full_response(self.job, self.rid, int(time.time()), self.choices)
-
-    async def sse(self, request: HttpRequest) -> AsyncIterator[str]:
-        writer = ChunkWriter(self.job, self.rid)
-        if self.job.kind == "chat":
-            for i in range(len(self.choices)):
-                yield _event(writer.role(i))
-        try:
-            async for kind, i, payload in self.updates(request):
-                if kind == "draft":
-                    yield _event(writer.draft(i, payload))
-                elif kind == "text":
-                    yield _event(writer.content(i, payload))
-                else:
-                    yield _event(writer.content(i, payload, self.choices[i].finish_reason))
-            if self.job.include_usage:
-                yield _event(writer.usage(self.choices))
-        except ApiError as err:
-            yield _event(err.body())
-        except _Disconnected:
-            return
-        yield "data: [DONE]\n\n"
-
-
-def _event(payload: dict[str, Any]) -> str:
-    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"

@@ -20,6 +20,8 @@ class ChoiceText:
         self.finish_reason: str | None = None
         self.canvases = 0
         self.steps = 0  # decoder passes over this choice's canvases
+        self.rounds = 0  # response_format json_schema: generation rounds, and slots repaired
+        self.repaired = 0
 
     @property
     def done(self) -> bool:

@@ -8,7 +8,6 @@ with a 400 naming them, never ignored.
 
 from __future__ import annotations
 
-import math
 import secrets
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -17,6 +16,9 @@ from dgemma.api import Model
 from dgemma.config import SamplerConfig
 from dgemma.engine.diffusion import slots_needed
 from dgemma.engine.request import Request
+from dgemma.server.fields import ApiError, bool_field, dict_field, int_field, is_ids, is_number
+from dgemma.structured.generate import DEFAULT_ROUNDS, JsonJob, JsonPlan, plan_json
+from dgemma.structured.slots import DEFAULT_STRING_TOKENS
 from dgemma.text import check_messages
 
 MAX_N = 16
@@ -51,6 +53,8 @@ CHAT_FIELDS = _COMMON | {
     "messages",
     "max_completion_tokens",
     "response_format",
+    "json_rounds",
+    "max_string_tokens",
     "top_logprobs",
     "tools",
     "tool_choice",
@@ -59,26 +63,6 @@ CHAT_FIELDS = _COMMON | {
     "parallel_tool_calls",
 }
 COMPLETION_FIELDS = _COMMON | {"prompt", "echo", "suffix", "best_of"}
-
-
-class ApiError(Exception):
-    """An HTTP error with an OpenAI-style body."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        param: str | None = None,
-        kind: str = "invalid_request_error",
-        code: str | None = None,
-        headers: dict[str, str] | None = None,
-    ):
-        super().__init__(message)
-        self.status, self.message, self.param, self.kind, self.code = status, message, param, kind, code
-        self.headers = headers or {}
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
 
 
 @dataclass
@@ -94,6 +78,7 @@ class Job:
     stream: bool = False
     include_usage: bool = False
     include_drafts: bool = False
+    json_jobs: list[JsonJob] | None = None  # response_format json_schema: one job per request
 
 
 def parse_chat(body: Any, model: Model, name: str, capacity: int) -> Job:
@@ -111,8 +96,8 @@ def parse_chat(body: Any, model: Model, name: str, capacity: int) -> Job:
         prompt = model.codec.encode_chat([_flatten(i, m) for i, m in enumerate(messages)])
     except ValueError as err:
         raise ApiError(400, str(err), "messages") from None
-    limit = _int(body, "max_completion_tokens", 1) or _int(body, "max_tokens", 1)
-    return _job("chat", body, model, name, capacity, [prompt], limit, "messages")
+    limit = int_field(body, "max_completion_tokens", 1) or int_field(body, "max_tokens", 1)
+    return _job("chat", body, model, name, capacity, [prompt], limit, "messages", _json_plan(body, model))
 
 
 def parse_completion(body: Any, model: Model, name: str, capacity: int) -> Job:
@@ -126,7 +111,9 @@ def parse_completion(body: Any, model: Model, name: str, capacity: int) -> Job:
     if body.get("best_of") not in (None, 1):
         raise ApiError(400, "`best_of` is not supported", "best_of")
     prompts = _completion_prompts(body.get("prompt"), model)
-    return _job("completion", body, model, name, capacity, prompts, _int(body, "max_tokens", 1), "prompt")
+    return _job(
+        "completion", body, model, name, capacity, prompts, int_field(body, "max_tokens", 1), "prompt"
+    )
 
 
 def _job(
@@ -138,9 +125,21 @@ def _job(
     prompts: list[list[int]],
     max_tokens: int | None,
     prompt_param: str,
+    json_plan: JsonPlan | None = None,
 ) -> Job:
-    n = _int(body, "n", 1, MAX_N) or 1
-    stream = _bool(body, "stream")
+    n = int_field(body, "n", 1, MAX_N) or 1
+    if json_plan is not None:
+        layout = len(json_plan.tokens)
+        if max_tokens is not None and max_tokens < layout:
+            raise ApiError(
+                400, f"the schema lays out to {layout} tokens; `max_tokens` is {max_tokens}", "max_tokens"
+            )
+        if body.get("stop") is not None:
+            raise ApiError(400, "`stop` does not apply to response_format json_schema", "stop")
+        if dict_field(body, "stream_options").get("include_drafts"):
+            raise ApiError(400, "drafts are not streamed for response_format json_schema", "stream_options")
+        max_tokens = layout
+    stream = bool_field(body, "stream")
     options = body.get("stream_options")
     if options is not None and not stream:
         raise ApiError(400, "`stream_options` is only allowed with `stream: true`", "stream_options")
@@ -150,7 +149,7 @@ def _job(
             400, "`stream_options` takes only `include_usage` and `include_drafts`", "stream_options"
         )
     sampler = _sampler(body, model)
-    seed = _int(body, "seed", -SEED_RANGE, SEED_RANGE - 1)
+    seed = int_field(body, "seed", -SEED_RANGE, SEED_RANGE - 1)
     base = secrets.randbits(62) if seed is None else seed % SEED_RANGE
     C = model.config.canvas_length
     requests = []
@@ -178,6 +177,9 @@ def _job(
                     code="context_length_exceeded",
                 )
             requests.append(req)
+    if json_plan is not None:
+        rounds = int_field(body, "json_rounds", 1, 16) or DEFAULT_ROUNDS
+        jobs = [JsonJob(json_plan, r, rounds) for r in requests]
     return Job(
         kind,
         name,
@@ -186,8 +188,9 @@ def _job(
         n,
         _stop(body.get("stop")),
         stream,
-        _bool(options, "include_usage"),
-        _bool(options, "include_drafts"),
+        bool_field(options, "include_usage"),
+        bool_field(options, "include_drafts"),
+        jobs if json_plan is not None else None,
     )
 
 
@@ -217,7 +220,7 @@ def _refuse_unsupported(body: dict, chat: bool) -> None:
     neutral = {"top_p": 1, "presence_penalty": 0, "frequency_penalty": 0}
     for key, value in neutral.items():
         got = body.get(key)
-        if got is not None and (not _is_number(got) or got != value):
+        if got is not None and (not is_number(got) or got != value):
             raise ApiError(400, f"`{key}` is not supported by the diffusion sampler (only {value})", key)
     if body.get("logprobs") not in (None, False, 0):
         raise ApiError(400, "`logprobs` is not supported", "logprobs")
@@ -230,17 +233,49 @@ def _refuse_unsupported(body: dict, chat: bool) -> None:
         fmt = body.get("response_format")
         if fmt is not None:
             kind = fmt.get("type") if isinstance(fmt, dict) else None
+            if kind == "json_schema" and not isinstance(fmt.get("json_schema"), dict):
+                raise ApiError(
+                    400, "`response_format.json_schema` must be an object with a `schema`", "response_format"
+                )
             if kind not in ("text", "json_object", "json_schema"):
                 raise ApiError(
                     400, "`response_format.type` must be text, json_object or json_schema", "response_format"
                 )
-            if kind != "text":
+            if kind == "json_object":
                 raise ApiError(
                     400,
-                    f"`response_format` {kind} is not supported by this server yet",
+                    "`response_format` json_object is not supported: the canvas needs the structure up front; "
+                    "send type json_schema with a schema",
                     "response_format",
                     code="unsupported_response_format",
                 )
+
+
+def _json_plan(body: dict, model: Model) -> JsonPlan | None:
+    fmt = body.get("response_format")
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        if body.get("json_rounds") is not None or body.get("max_string_tokens") is not None:
+            raise ApiError(
+                400, "`json_rounds` and `max_string_tokens` need response_format json_schema", "json_rounds"
+            )
+        return None
+    spec = fmt["json_schema"]
+    unknown = sorted(set(spec) - {"name", "schema", "strict", "description"})
+    if unknown:
+        raise ApiError(
+            400, f"`response_format.json_schema` has unknown field {unknown[0]!r}", "response_format"
+        )
+    if "schema" not in spec:
+        raise ApiError(400, "`response_format.json_schema.schema` is required", "response_format")
+    if model.codec is None:
+        raise ApiError(400, "structured output needs the model's tokenizer", "response_format")
+    strings = int_field(body, "max_string_tokens", 1, 256) or DEFAULT_STRING_TOKENS
+    try:
+        return plan_json(
+            spec["schema"], model.codec, model.defaults.pad_token_id, model.defaults.eos_token_ids, strings
+        )
+    except ValueError as err:
+        raise ApiError(400, str(err), "response_format") from None
 
 
 def _flatten(index: int, message: dict) -> dict:
@@ -265,7 +300,7 @@ def _flatten(index: int, message: dict) -> dict:
 def _completion_prompts(prompt: Any, model: Model) -> list[list[int]]:
     if prompt is None:
         raise ApiError(400, "`prompt` is required", "prompt")
-    if isinstance(prompt, str) or (isinstance(prompt, list) and prompt and _is_ids(prompt)):
+    if isinstance(prompt, str) or (isinstance(prompt, list) and prompt and is_ids(prompt)):
         prompt = [prompt]
     if not isinstance(prompt, list) or not prompt or len(prompt) > MAX_N:
         raise ApiError(
@@ -279,7 +314,7 @@ def _completion_prompts(prompt: Any, model: Model) -> list[list[int]]:
             if model.codec is None:
                 raise ApiError(400, "this model has no tokenizer; send token ids", "prompt")
             out.append(model.codec.encode_raw(item))
-        elif isinstance(item, list) and item and _is_ids(item):
+        elif isinstance(item, list) and item and is_ids(item):
             if not all(0 <= t < model.config.vocab_size for t in item):
                 raise ApiError(
                     400, f"`prompt` token ids must lie in 0..{model.config.vocab_size - 1}", "prompt"
@@ -296,7 +331,7 @@ def _sampler(body: dict, model: Model) -> SamplerConfig:
     overrides = {k: body[k] for k in SAMPLER_FIELDS if body.get(k) is not None}
     temperature = body.get("temperature")
     if temperature is not None:
-        if not _is_number(temperature) or not 0 <= temperature <= 2:
+        if not is_number(temperature) or not 0 <= temperature <= 2:
             raise ApiError(400, "`temperature` must be a number in [0, 2]", "temperature")
         t_max = temperature if temperature > 0 else GREEDY_TEMPERATURE
         overrides.setdefault("t_max", t_max)
@@ -326,32 +361,3 @@ def _stop(stop: Any) -> list[str]:
             400, f"`stop` must be a non-empty string or a list of up to {MAX_STOP} of them", "stop"
         )
     return stops
-
-
-def _int(body: dict, name: str, minimum: int, maximum: int | None = None) -> int | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ApiError(400, f"`{name}` must be an integer, got {type(value).__name__}", name)
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ApiError(400, f"`{name}` must be {bound}, got {value}", name)
-    return value
-
-
-def _bool(body: dict, name: str) -> bool:
-    value = body.get(name)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise ApiError(400, f"`{name}` must be true or false", name)
-    return value
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_ids(items: list) -> bool:
-    return all(isinstance(t, int) and not isinstance(t, bool) for t in items)

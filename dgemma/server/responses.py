@@ -13,7 +13,7 @@ def usage(job: Job, choices: list[ChoiceText]) -> dict[str, Any]:
     """OpenAI usage plus the diffusion figures: canvases, denoising steps, tokens per decoder pass."""
     completion = sum(len(c.tokens) for c in choices)
     steps = sum(c.steps for c in choices)
-    return {
+    out = {
         "prompt_tokens": sum(job.prompt_tokens),
         "completion_tokens": completion,
         "total_tokens": sum(job.prompt_tokens) + completion,
@@ -21,6 +21,10 @@ def usage(job: Job, choices: list[ChoiceText]) -> dict[str, Any]:
         "denoising_steps": steps,
         "tokens_per_forward": round(completion / steps, 4) if steps else 0.0,
     }
+    if job.json_jobs is not None:
+        out["json_rounds"] = sum(c.rounds for c in choices)
+        out["json_repaired_slots"] = sum(c.repaired for c in choices)
+    return out
 
 
 def full_response(job: Job, rid: str, created: int, choices: list[ChoiceText]) -> dict[str, Any]:

@@ -56,10 +56,11 @@ class EngineWorker:
     def queue_depth(self) -> int:
         return len(self._inbox) + self.engine.num_waiting
 
-    def submit(self, requests: list[Request], drafts: bool, sink: Sink) -> list[int]:
-        """Queue requests together (all or none); returns their tickets. Raises QueueFull."""
+    def submit(self, requests: list[Request], drafts: bool, sink: Sink, force: bool = False) -> list[int]:
+        """Queue requests together (all or none); returns their tickets. Raises QueueFull unless `force`
+        (a later round of a request already admitted)."""
         with self._lock:
-            if self.queue_depth + len(requests) > self.max_queue:
+            if not force and self.queue_depth + len(requests) > self.max_queue:
                 raise QueueFull(f"{self.queue_depth} requests are waiting (limit {self.max_queue})")
             tickets = [next(self._tickets) for _ in requests]
             self._inbox += [_Submission(t, r, drafts, sink) for t, r in zip(tickets, requests, strict=True)]

@@ -1,0 +1,166 @@
+"""One HTTP request in flight: its choices' engine rows, the events coming back, and the answer.
+
+Events arrive from the engine thread on an asyncio queue. A request with response_format
+json_schema runs its rounds here: when a choice's round finishes with slots still invalid, the
+next round of that choice is submitted at once (the others go on undisturbed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import Request as HttpRequest
+
+from dgemma.engine.events import CommitEvent, DraftEvent, FinishEvent
+from dgemma.server.choice import ChoiceText
+from dgemma.server.fields import ApiError
+from dgemma.server.metrics import ServerMetrics
+from dgemma.server.protocol import Job
+from dgemma.server.responses import ChunkWriter, full_response
+from dgemma.server.worker import EngineWorker, QueueFull
+from dgemma.text import TextCodec
+
+
+class Disconnected(Exception):
+    """The client went away."""
+
+
+class Run:
+    def __init__(self, job: Job, worker: EngineWorker, codec: TextCodec | None, timeout: float):
+        self.job, self.worker, self.codec, self.timeout = job, worker, codec, timeout
+        self.metrics: ServerMetrics = worker.metrics
+        self.start = time.perf_counter()
+        self.first_canvas: float | None = None
+        self.rid = ("chatcmpl-" if job.kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
+        self.choices = [ChoiceText(codec, job.stop) for _ in job.requests]
+        self.queue: asyncio.Queue = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        def sink(ticket: int, event: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(self.queue.put_nowait, (ticket, event))
+            except RuntimeError:  # the event loop is gone (server shutting down)
+                pass
+
+        self.sink = sink
+        first = [j.request() for j in job.json_jobs] if job.json_jobs else job.requests
+        try:
+            self.tickets = worker.submit(first, job.include_drafts, sink)
+        except QueueFull as err:
+            raise ApiError(
+                429,
+                f"server busy: {err}; retry shortly",
+                kind="rate_limit_error",
+                headers={"Retry-After": "1"},
+            ) from None
+        self.index = {t: i for i, t in enumerate(self.tickets)}
+        self.metrics.prompt_tokens.inc(sum(job.prompt_tokens) * job.n)
+
+    async def updates(self, request: HttpRequest) -> AsyncIterator[tuple[str, int, Any]]:
+        """('draft' | 'text' | 'finish', choice index, payload) until every choice is done."""
+        deadline = self.start + self.timeout
+        try:
+            while not all(c.done for c in self.choices):
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    raise ApiError(
+                        504,
+                        f"the request ran past the server's timeout of {self.timeout:g} s",
+                        kind="timeout_error",
+                    )
+                try:
+                    ticket, event = await asyncio.wait_for(self.queue.get(), timeout=min(0.5, remaining))
+                except TimeoutError:
+                    if await request.is_disconnected():
+                        raise Disconnected() from None
+                    continue
+                i = self.index.get(ticket)
+                if i is None or self.choices[i].done:
+                    continue
+                if isinstance(event, Exception):
+                    raise ApiError(500, f"generation failed: {type(event).__name__}", kind="server_error")
+                for update in self._handle(i, self.choices[i], event):
+                    yield update
+            self.metrics.latency.observe(time.perf_counter() - self.start)
+        finally:
+            self.worker.cancel([t for t, c in zip(self.tickets, self.choices, strict=True) if not c.done])
+
+    def _handle(self, i: int, choice: ChoiceText, event: Any) -> list[tuple[str, int, Any]]:
+        if self.job.json_jobs is not None:
+            return self._json_round(i, choice, event)
+        if isinstance(event, DraftEvent):
+            tokens = event.tokens.tolist()
+            draft = {
+                "canvas": event.canvas_index,
+                "step": event.step,
+                "accepted": event.num_accepted,
+                "text": self.codec.decode(tokens) if self.codec else "",
+                "token_ids": tokens,
+            }
+            return [("draft", i, draft)]
+        if isinstance(event, CommitEvent):
+            self._first_canvas()
+            delta = choice.add(event.tokens, event.steps)
+            if choice.done:  # a stop sequence: this choice needs no more canvases
+                self.worker.cancel([self.tickets[i]])
+                return [("finish", i, delta)]
+            return [("text", i, delta)] if delta else []
+        if isinstance(event, FinishEvent):
+            return [("finish", i, choice.finish(event.completion.finish_reason.value))]
+        return []
+
+    def _json_round(self, i: int, choice: ChoiceText, event: Any) -> list[tuple[str, int, Any]]:
+        if not isinstance(event, FinishEvent):
+            return []
+        job = self.job.json_jobs[i]
+        job.update(event.completion.token_ids, event.completion.stats)
+        if not job.done:  # renoise the invalid slots: the next round of this choice alone
+            (ticket,) = self.worker.submit([job.request()], False, self.sink, force=True)
+            self.tickets[i] = ticket
+            self.index[ticket] = i
+            return []
+        self._first_canvas()
+        choice.tokens, choice.text = job.tokens, job.text()
+        choice.canvases, choice.steps = job.stats.canvases, job.stats.decoder_forwards
+        choice.rounds, choice.repaired = job.stats.rounds, job.stats.repaired_slots
+        return [("finish", i, choice.finish("stop"))]
+
+    def _first_canvas(self) -> None:
+        if self.first_canvas is None:
+            self.first_canvas = time.perf_counter() - self.start
+            self.metrics.first_canvas.observe(self.first_canvas)
+
+    async def collect(self, request: HttpRequest) -> dict[str, Any]:
+        async for _ in self.updates(request):
+            pass
+        return full_response(self.job, self.rid, int(time.time()), self.choices)
+
+    async def sse(self, request: HttpRequest) -> AsyncIterator[str]:
+        writer = ChunkWriter(self.job, self.rid)
+        if self.job.kind == "chat":
+            for i in range(len(self.choices)):
+                yield _event(writer.role(i))
+        try:
+            async for kind, i, payload in self.updates(request):
+                if kind == "draft":
+                    yield _event(writer.draft(i, payload))
+                elif kind == "text":
+                    yield _event(writer.content(i, payload))
+                else:
+                    yield _event(writer.content(i, payload, self.choices[i].finish_reason))
+            if self.job.include_usage:
+                yield _event(writer.usage(self.choices))
+        except ApiError as err:
+            yield _event(err.body())
+        except Disconnected:
+            return
+        yield "data: [DONE]\n\n"
+
+
+def _event(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
