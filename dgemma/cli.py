@@ -98,9 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--device", default="cpu")
     sv.add_argument("--compile", action="store_true", help="torch.compile the model")
 
-    from dgemma import cli_sudoku
+    from dgemma import cli_bench, cli_sudoku
 
     cli_sudoku.add_parser(sub, Parser)
+    cli_bench.add_parser(sub)
     return parser
 
 
@@ -284,6 +285,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from dgemma import cli_bench
+
+    return cli_bench.run(args)
+
+
 def cmd_sudoku(args: argparse.Namespace) -> int:
     from dgemma import cli_sudoku
 
@@ -296,6 +303,7 @@ COMMANDS = {
     "edit": cmd_edit,
     "train": cmd_train,
     "serve": cmd_serve,
+    "bench": cmd_bench,
     "sudoku": cmd_sudoku,
 }
 

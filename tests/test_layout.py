@@ -21,8 +21,10 @@ LAYERS = [
     "apps",
     "live",
     "server",
+    "harness",
     "cli_common",
     "cli_sudoku",
+    "cli_bench",
     "cli",
 ]
 

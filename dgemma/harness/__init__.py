@@ -1,0 +1,1 @@
+"""`dgemma bench`: suites of tasks, targets, checkers, resumable runs, reports."""
