@@ -6,7 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
-from dgemma.cli_common import add_train_flags, train_config, train_with_progress
+from dgemma.cli_common import (
+    add_sampler_flags,
+    add_train_flags,
+    sampler_overrides,
+    train_config,
+    train_with_progress,
+)
+from dgemma.config import SamplerConfig
 
 
 def add_parser(sub, parser_class) -> None:
@@ -33,6 +40,7 @@ def add_parser(sub, parser_class) -> None:
     ev.add_argument("--mode", choices=["diffusion", "ar"], default="diffusion")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--clamp-givens", action="store_true", help="givens also as clamped canvas positions")
+    add_sampler_flags(ev)
 
     de = cmds.add_parser("demo", help="watch held-out puzzles being solved, then the solve rate")
     de.add_argument("--model", type=Path, default=None, help="model directory (default: the bundled model)")
@@ -46,6 +54,7 @@ def add_parser(sub, parser_class) -> None:
     so.add_argument("--model", type=Path, default=None, help="model directory (default: the bundled model)")
     so.add_argument("--json", action="store_true", help="print solutions with steps and timing as JSON")
     so.add_argument("--clamp-givens", action="store_true", help="givens also as clamped canvas positions")
+    add_sampler_flags(so)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -109,11 +118,20 @@ def _eval(args: argparse.Namespace) -> int:
     from dgemma.apps.sudoku import evaluate
     from dgemma.tasks import sudoku
 
-    model = dgemma.load(_model_dir(args.model))
     if args.clamp_givens and args.mode == "ar":
         raise ValueError("--clamp-givens needs diffusion mode")
+    overrides = sampler_overrides(args)
+    if overrides and args.mode == "ar":
+        raise ValueError("sampler settings need diffusion mode")
+    SamplerConfig().replace(**overrides)  # bad settings fail before the weights load
+    model = dgemma.load(_model_dir(args.model))
     report = evaluate(
-        model, sudoku.heldout_puzzles(args.n), mode=args.mode, seed=args.seed, clamp_givens=args.clamp_givens
+        model,
+        sudoku.heldout_puzzles(args.n),
+        mode=args.mode,
+        seed=args.seed,
+        clamp_givens=args.clamp_givens,
+        **overrides,
     )
     print(json.dumps(report, indent=2))
     return 0
@@ -131,7 +149,7 @@ def _solve(args: argparse.Namespace) -> int:
         raise ValueError("give puzzles as arguments or with --file")
     cells = [sudoku.to_text(sudoku.parse(p)) for p in puzzles]  # validates every puzzle first
     model = dgemma.load(_model_dir(args.model))
-    grids, steps, seconds = solve(model, cells, clamp_givens=args.clamp_givens)
+    grids, steps, seconds = solve(model, cells, clamp_givens=args.clamp_givens, **sampler_overrides(args))
     if args.json:
         rows = [
             {"puzzle": p, "solution": g, "valid": sudoku.is_valid_solution(p, g), "steps": s}
