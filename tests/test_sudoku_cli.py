@@ -78,3 +78,13 @@ def test_bundled_model_runs_the_demo_with_no_model_argument():
     assert "held-out puzzles" in proc.stdout and "denoising steps" in proc.stdout
     proc = run("sudoku", "eval", "--n", "4")
     assert proc.returncode == 0 and json.loads(proc.stdout)["n"] == 4
+
+
+def test_shipped_model_solves_at_least_80_percent_of_100_fixed_puzzles():
+    """The bundled model against the issue's bar, on the first 100 held-out puzzles (22-35 givens)."""
+    import dgemma
+    from dgemma.apps.sudoku import bundled_model, evaluate
+    from dgemma.tasks import sudoku
+
+    report = evaluate(dgemma.load(bundled_model()), sudoku.heldout_puzzles(100))
+    assert report["solve_rate"] >= 0.80, report
