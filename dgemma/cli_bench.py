@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from dgemma.apps.sudoku import bundled_model
     from dgemma.config import SamplerConfig
     from dgemma.harness.report import write_report
-    from dgemma.harness.runner import RunSpec, parse_sweep, run_suite, total_work
+    from dgemma.harness.runner import RunSpec, open_run, parse_sweep, run_suite, total_work
     from dgemma.harness.suites import load_suite
     from dgemma.harness.targets import make_target
 
@@ -72,8 +72,7 @@ def run(args: argparse.Namespace) -> int:
                 description=f"{record['target']} accepted {accepted[0]}/{accepted[1]}",
             )
 
-        done_before = len(run_suite_records(args.out))
-        progress.update(bar, completed=done_before)
+        progress.update(bar, completed=len(open_run(args.out, spec)))
         records = run_suite(spec, tasks, targets, args.out, on_record)
     machine = f"{platform.machine()}, {_cores()} cores, {platform.system()}, torch {_torch_version()}"
     report = write_report(args.out, spec.to_dict(), records, machine)
@@ -85,11 +84,6 @@ def run(args: argparse.Namespace) -> int:
         )
     print(f"report: {args.out / 'report.md'}")
     return 0
-
-
-def run_suite_records(out: Path) -> list:
-    path = out / "results.jsonl"
-    return path.read_text().splitlines() if path.exists() else []
 
 
 def _cores() -> int:

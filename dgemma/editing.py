@@ -47,7 +47,7 @@ def infill(
     lengths = _lengths(length, candidates)
     codec = model.codec
     prompt = codec.encode_raw(prefix)
-    suffix_ids = codec.tokenizer.encode(suffix, add_special_tokens=False).ids if suffix else []
+    suffix_ids = codec.encode_plain(suffix) if suffix else []
     banned = tuple(sorted(codec.special_ids() | set(model.defaults.eos_token_ids)))
     base = model.requests([prompt], max_new_tokens=1, seed=seed, eos_token_ids=[], **sampler)[0]
     requests = [_gap_request(base, n, suffix_ids, banned) for n in lengths]

@@ -110,6 +110,10 @@ class TextCodec:
             self.render_chat(messages, add_generation_prompt), add_special_tokens=False
         ).ids
 
+    def encode_plain(self, text: str) -> list[int]:
+        """Text as token ids with no special tokens added (for pieces placed inside a sequence)."""
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
     def encode_raw(self, text: str) -> list[int]:
         """Plain text, with whatever special tokens the tokenizer's post-processor adds (e.g. BOS)."""
         return self.tokenizer.encode(text, add_special_tokens=True).ids

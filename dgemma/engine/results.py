@@ -29,6 +29,17 @@ class RowStats:
     rounds: int = 0
     repaired_slots: int = 0
 
+    def add(self, other: RowStats) -> None:
+        """Accumulate another run of the same request (a structured-output round) into these stats."""
+        self.canvases += other.canvases
+        self.steps_per_canvas += other.steps_per_canvas
+        self.decoder_forwards += other.decoder_forwards
+        self.prefill_s += other.prefill_s
+        self.denoise_s += other.denoise_s
+        self.commit_s += other.commit_s
+        self.entropy_per_canvas += other.entropy_per_canvas
+        self.num_tokens = other.num_tokens
+
     @property
     def tokens_per_forward(self) -> float:
         return self.num_tokens / self.decoder_forwards if self.decoder_forwards else 0.0

@@ -112,7 +112,7 @@ class JsonJob:
         """Take one round's output: keep free slots' tokens, settle the valid ones; repair at the end."""
         self.rounds += 1
         self.stats.rounds = self.rounds
-        _add_stats(self.stats, stats)
+        self.stats.add(stats)
         for i, plan in enumerate(self.plan.slots):
             if self.settled[i]:
                 continue
@@ -135,17 +135,6 @@ class JsonJob:
         if problems:
             raise RuntimeError(f"structured output failed validation: {problems[0]}")
         return text
-
-
-def _add_stats(total: RowStats, part: RowStats) -> None:
-    total.canvases += part.canvases
-    total.steps_per_canvas += part.steps_per_canvas
-    total.decoder_forwards += part.decoder_forwards
-    total.prefill_s += part.prefill_s
-    total.denoise_s += part.denoise_s
-    total.commit_s += part.commit_s
-    total.entropy_per_canvas += part.entropy_per_canvas
-    total.num_tokens = part.num_tokens
 
 
 def run_json(model: DiffusionGemma, jobs: list[JsonJob]) -> None:

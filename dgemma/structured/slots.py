@@ -50,7 +50,7 @@ class Vocabulary:
         return tuple(i for i, t in self.texts.items() if t == text)
 
     def encode(self, text: str) -> list[int]:
-        return self.codec.tokenizer.encode(text, add_special_tokens=False).ids
+        return self.codec.encode_plain(text)
 
 
 @dataclass

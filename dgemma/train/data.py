@@ -55,7 +55,7 @@ def _example(record: object, codec: TextCodec, eos_id: int, where: str) -> Examp
         raise ValueError(f"{where}: expected `prompt` and `response` strings, or `messages`")
     if not isinstance(answer, str) or not answer:
         raise ValueError(f"{where}: the response must be non-empty text")
-    return Example(prompt, codec.tokenizer.encode(answer, add_special_tokens=False).ids + [eos_id])
+    return Example(prompt, codec.encode_plain(answer) + [eos_id])
 
 
 class ShuffledData:
