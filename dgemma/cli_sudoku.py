@@ -26,21 +26,35 @@ def add_parser(sub, parser_class) -> None:
     tr.add_argument("--out", type=Path, required=True, help="run directory (resumes if it holds checkpoints)")
     add_train_flags(tr, steps=2000, batch_size=32, lr=2e-3, warmup=100, ar_weight=0.0)
     tr.add_argument(
-        "--pool-size", type=int, default=2000, help="generated puzzles; examples are their symmetries"
+        "--pool-size", type=int, default=20000, help="generated puzzles; examples are their symmetries"
     )
     tr.add_argument("--hidden-size", type=int, default=128)
     tr.add_argument("--layers", type=int, default=6)
     tr.add_argument("--experts", type=int, default=8)
     tr.add_argument("--ar-baseline", action="store_true", help="train the encoder alone with the AR loss")
     tr.add_argument("--init-from", type=Path, default=None, help="start from an exported model directory")
+    tr.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        metavar="N",
+        help="end this call after N steps (0: export the latest checkpoint only); rerun to resume",
+    )
 
-    ev = cmds.add_parser("eval", help="solve rate on held-out puzzles")
+    ev = cmds.add_parser("eval", help="solve rate on held-out puzzles or a puzzle file, by givens bucket")
     ev.add_argument("--model", type=Path, default=None, help="model directory (default: the bundled model)")
-    ev.add_argument("--n", type=int, default=100)
-    ev.add_argument("--mode", choices=["diffusion", "ar"], default="diffusion")
+    ev.add_argument(
+        "--file", type=Path, default=None, help="puzzle file (81 characters a line, optional solution)"
+    )
+    ev.add_argument(
+        "--n", type=int, default=None, help="held-out puzzles (default 100), or the first N of --file"
+    )
+    ev.add_argument(
+        "--givens", default=None, help="only puzzles with LO-HI givens (held-out default: 22-35; file: all)"
+    )
     ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--clamp-givens", action="store_true", help="givens also as clamped canvas positions")
-    add_sampler_flags(ev)
+    ev.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    _add_solver_flags(ev)
 
     de = cmds.add_parser("demo", help="watch held-out puzzles being solved, then the solve rate")
     de.add_argument("--model", type=Path, default=None, help="model directory (default: the bundled model)")
@@ -48,13 +62,40 @@ def add_parser(sub, parser_class) -> None:
     de.add_argument("--eval-n", type=int, default=50, help="puzzles for the solve rate")
     de.add_argument("--seed", type=int, default=0)
 
-    so = cmds.add_parser("solve", help="solve puzzles given as 81 characters (0 or . for blanks)")
+    so = cmds.add_parser(
+        "solve",
+        help="solve puzzles given as 81 characters (0 or . for blanks); a wrong answer is marked 'unsolved'",
+    )
     so.add_argument("puzzles", nargs="*")
-    so.add_argument("--file", type=Path, help="a file with one puzzle per line")
+    so.add_argument("--file", type=Path, help="a puzzle file (81 characters a line, optional solution)")
     so.add_argument("--model", type=Path, default=None, help="model directory (default: the bundled model)")
-    so.add_argument("--json", action="store_true", help="print solutions with steps and timing as JSON")
-    so.add_argument("--clamp-givens", action="store_true", help="givens also as clamped canvas positions")
-    add_sampler_flags(so)
+    so.add_argument("--seed", type=int, default=0, help="puzzle i uses seed + i")
+    so.add_argument("--json", action="store_true", help="print grids, validity, steps and attempts as JSON")
+    _add_solver_flags(so)
+
+
+def _add_solver_flags(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("solver (modes are reported separately, never mixed)")
+    g.add_argument("--mode", choices=["diffusion", "ar"], default="diffusion")
+    g.add_argument(
+        "--clamp-givens",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="givens as clamped canvas positions (default; --no-clamp-givens: in the prompt only)",
+    )
+    g.add_argument(
+        "--candidates",
+        action="store_true",
+        help="each blank may only become a digit its row, column and box of givens leave open",
+    )
+    g.add_argument(
+        "--verify-retries",
+        type=int,
+        default=0,
+        metavar="N",
+        help="rerun a wrong grid with a new seed, up to N times",
+    )
+    add_sampler_flags(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,7 +137,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from dgemma.apps.sudoku import SudokuTrainSpec, train_sudoku
+    from dgemma.apps.sudoku import SudokuTrainSpec, train_sudoku, training_pool
 
     spec = SudokuTrainSpec(
         out_dir=args.out,
@@ -108,55 +149,154 @@ def _train(args: argparse.Namespace) -> int:
         init_from=args.init_from,
         device=args.device,
     )
-    result = train_with_progress(lambda on_log: train_sudoku(spec, on_log=on_log), args.steps, args.out)
+    from rich.progress import Progress
+
+    with Progress() as bar:  # the pool is generated once per run directory, then read back
+        task = bar.add_task("puzzle pool", total=args.pool_size)
+        training_pool(spec, progress=lambda n: bar.update(task, completed=n))
+    if args.stop_after is not None and args.stop_after < 0:
+        raise ValueError("--stop-after must be >= 0")
+    result = train_with_progress(
+        lambda on_log: train_sudoku(spec, on_log=on_log, stop_after=args.stop_after), args.steps, args.out
+    )
     print(f"step {result.step}: loss {result.metrics[-1]['loss']:.4f}; model in {args.out / 'model'}")
     return 0
+
+
+def _options(args: argparse.Namespace):
+    from dgemma.apps.sudoku import SolveOptions, SolverMode
+
+    mode = SolverMode(args.mode)
+    options = SolveOptions(
+        mode=mode,
+        clamp_givens=args.clamp_givens and mode is SolverMode.DIFFUSION,
+        candidates=args.candidates,
+        verify_retries=args.verify_retries,
+    )
+    overrides = sampler_overrides(args)
+    if overrides and mode is SolverMode.AR:
+        raise ValueError("sampler settings need --mode diffusion")
+    SamplerConfig().replace(**overrides)  # bad settings fail before the weights load
+    return options, overrides
+
+
+def _checked(puzzles: list[tuple[str, str]]) -> list[str]:
+    """Puzzles as 81 '0'-blank characters, each refused (naming where it came from) when malformed,
+    contradictory, under 17 givens or provably unsolvable, all before any model work."""
+    from dgemma.tasks import sudoku
+
+    out = []
+    for where, text in puzzles:
+        try:
+            cells = sudoku.parse(text)
+            sudoku.check_puzzle(cells)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+        out.append(sudoku.to_text(cells))
+    return out
+
+
+def _file_puzzles(path: Path) -> list[tuple[str, str]]:
+    from dgemma.tasks.sudoku.files import read_puzzles
+
+    return [(f"{path}:{p.line}", p.puzzle) for p in read_puzzles(path)]
 
 
 def _eval(args: argparse.Namespace) -> int:
     import dgemma
     from dgemma.apps.sudoku import evaluate
     from dgemma.tasks import sudoku
+    from dgemma.tasks.sudoku.files import FilePuzzle
 
-    if args.clamp_givens and args.mode == "ar":
-        raise ValueError("--clamp-givens needs diffusion mode")
-    overrides = sampler_overrides(args)
-    if overrides and args.mode == "ar":
-        raise ValueError("sampler settings need diffusion mode")
-    SamplerConfig().replace(**overrides)  # bad settings fail before the weights load
+    options, overrides = _options(args)
+    if args.n is not None and args.n < 1:
+        raise ValueError("--n must be at least 1")
+    lo, hi = _givens_range(args.givens)
+    if args.file is not None:
+        given = [(w, p) for w, p in _file_puzzles(args.file) if lo <= sum(ch not in "0." for ch in p) <= hi]
+        checked = _checked(given[: args.n] if args.n else given)
+        if not checked:
+            raise ValueError(f"{args.file}: no puzzle with {lo}-{hi} givens")
+        puzzles = [FilePuzzle(p, None, i + 1) for i, p in enumerate(checked)]
+        source = str(args.file) if args.givens is None else f"{args.file}, {lo}-{hi} givens"
+    else:
+        lo, hi = (22, 35) if args.givens is None else (lo, hi)
+        puzzles = sudoku.heldout_puzzles(args.n or 100, givens=(lo, hi), seed=args.seed)
+        source = f"held-out puzzles, {lo}-{hi} givens"
     model = dgemma.load(_model_dir(args.model))
-    report = evaluate(
-        model,
-        sudoku.heldout_puzzles(args.n),
-        mode=args.mode,
-        seed=args.seed,
-        clamp_givens=args.clamp_givens,
-        **overrides,
-    )
-    print(json.dumps(report, indent=2))
+    report = {"source": source, **evaluate(model, puzzles, options=options, seed=args.seed, **overrides)}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_report(report)
     return 0
 
 
+def _givens_range(text: str | None) -> tuple[int, int]:
+    if text is None:
+        return 0, 81
+    try:
+        lo, hi = (int(v) for v in text.split("-"))
+    except ValueError:
+        raise ValueError(f"--givens must look like 22-35, got {text!r}") from None
+    if not 0 <= lo <= hi <= 81:
+        raise ValueError(f"--givens must be a range within 0-81, got {text!r}")
+    return lo, hi
+
+
+def _print_report(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{report['source']}: {report['n']} puzzles", title_justify="left")
+    for col in ("givens / label", "puzzles", "solved"):
+        table.add_column(col, justify="right")
+    for bucket, row in {**report["by_givens"], **report["by_difficulty"]}.items():
+        table.add_row(bucket, str(row["n"]), f"{row['solve_rate']:.1%}")
+    table.add_row("all", str(report["n"]), f"{report['solve_rate']:.1%}", style="bold")
+    console = Console()
+    console.print(table)
+    console.print(
+        f"mode {report['mode']}, givens clamped: {report['clamp_givens']}, candidates: {report['candidates']}, "
+        f"verify retries: {report['verify_retries']}; mean {report['mean_steps']:.1f} denoising steps, "
+        f"{report['mean_attempts']:.2f} attempts, {report['puzzles_per_s']:.1f} puzzles/s"
+    )
+
+
+UNSOLVED = "unsolved"  # marks a line whose grid is NOT a valid solution
+
+
 def _solve(args: argparse.Namespace) -> int:
+    import sys
+
     import dgemma
     from dgemma.apps.sudoku import solve
-    from dgemma.tasks import sudoku
 
-    puzzles = list(args.puzzles)
+    options, overrides = _options(args)
+    given = [(f"puzzle {i + 1}", p) for i, p in enumerate(args.puzzles)]
     if args.file:
-        puzzles += [line.strip() for line in args.file.read_text().splitlines() if line.strip()]
-    if not puzzles:
+        given += _file_puzzles(args.file)
+    if not given:
         raise ValueError("give puzzles as arguments or with --file")
-    cells = [sudoku.to_text(sudoku.parse(p)) for p in puzzles]  # validates every puzzle first
+    cells = _checked(given)
     model = dgemma.load(_model_dir(args.model))
-    grids, steps, seconds = solve(model, cells, clamp_givens=args.clamp_givens, **sampler_overrides(args))
+    result = solve(model, cells, options=options, seed=args.seed, **overrides)
+    valid = result.valid
     if args.json:
         rows = [
-            {"puzzle": p, "solution": g, "valid": sudoku.is_valid_solution(p, g), "steps": s}
-            for p, g, s in zip(cells, grids, steps, strict=True)
+            {"puzzle": p, "solution": g, "valid": v, "steps": s, "attempts": a}
+            for p, g, v, s, a in zip(cells, result.grids, valid, result.steps, result.attempts, strict=True)
         ]
-        print(json.dumps({"results": rows, "seconds": seconds}))
+        print(json.dumps({"results": rows, "seconds": result.seconds}))
     else:
-        for g in grids:
-            print(g)
-    return 0 if all(len(g) == sudoku.SIZE for g in grids) else 1
+        for g, v in zip(result.grids, valid, strict=True):
+            print(g if v else f"{UNSOLVED} {_shown(g)}")
+    solved = sum(valid)
+    print(f"dgemma: solved {solved} of {len(cells)} puzzles", file=sys.stderr)
+    return 0 if solved == len(cells) else 1
+
+
+def _shown(grid: str) -> str:
+    """A wrong grid as 81 characters, '.' where the model wrote no digit."""
+    cells = [ch if ch in "123456789" else "." for ch in grid[:81]]
+    return "".join(cells) + "." * (81 - len(cells))

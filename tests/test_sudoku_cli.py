@@ -30,38 +30,122 @@ def test_train_writes_model_metrics_and_plot(trained):
 def test_solve_and_eval(trained):
     puzzle = sudoku.heldout_puzzles(1)[0].puzzle.replace("0", ".")
     proc = run("sudoku", "solve", "--model", str(trained / "model"), puzzle, "--json")
-    assert proc.returncode in (0, 1), proc.stderr  # 1: some output was not a full grid (untrained model)
+    assert proc.returncode in (0, 1), proc.stderr  # 1: the (untrained) model's grid is not a solution
     result = json.loads(proc.stdout)["results"][0]
-    assert (
-        result["puzzle"] == puzzle.replace(".", "0")
-        and isinstance(result["valid"], bool)
-        and result["steps"] >= 1
-    )
-    proc = run("sudoku", "eval", "--model", str(trained / "model"), "--n", "3")
+    assert result["puzzle"] == puzzle.replace(".", "0") and result["steps"] >= 1 and result["attempts"] == 1
+    assert result["valid"] == sudoku.is_valid_solution(result["puzzle"], result["solution"])
+    assert proc.returncode == (0 if result["valid"] else 1)
+    proc = run("sudoku", "eval", "--model", str(trained / "model"), "--n", "3", "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["n"] == 3 and 0 <= report["solve_rate"] <= 1 and report["mean_steps"] >= 1
+    assert report["clamp_givens"] is True and sum(b["n"] for b in report["by_givens"].values()) == 3
+
+
+def test_wrong_answers_are_marked_and_exit_1(trained):
+    """An untrained model's grids are wrong: each line says so, stderr sums up, the exit code is 1."""
+    puzzles = [p.puzzle for p in sudoku.heldout_puzzles(3)]
+    proc = run("sudoku", "solve", "--model", str(trained / "model"), "--no-clamp-givens", *puzzles)
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 3
+    solved = 0
+    for line in lines:
+        if line.startswith("unsolved "):
+            assert len(line.split()[1]) == 81
+        else:
+            assert len(line) == 81 and any(sudoku.is_valid_solution(p, line) for p in puzzles)
+            solved += 1
+    assert solved < 3 and proc.returncode == 1
+    assert f"dgemma: solved {solved} of 3 puzzles" in proc.stderr
+
+
+def test_eval_reads_puzzle_files_with_optional_solutions(trained, tmp_path):
+    ps = sudoku.heldout_puzzles(4)
+    f = tmp_path / "p.txt"
+    f.write_text("# a comment\n" + "".join(f"{p.puzzle.replace('0', '.')} {p.solution}\n" for p in ps[:2]))
+    f.write_text(f.read_text() + "\n" + ps[2].puzzle + "\n" + ps[3].puzzle + "," + ps[3].solution + "\n")
+    proc = run("sudoku", "eval", "--model", str(trained / "model"), "--file", str(f), "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["n"] == 4 and report["source"] == str(f)
+    proc = run("sudoku", "eval", "--model", str(trained / "model"), "--file", str(f))
+    assert proc.returncode == 0 and "all" in proc.stdout and "solved" in proc.stdout, proc.stderr
+    bad = tmp_path / "bad.txt"
+    bad.write_text(ps[0].puzzle + "\n" + ps[1].puzzle + " " + ps[0].solution + "\n")
+    _one_line_error(run("sudoku", "eval", "--file", str(bad)), f"{bad}:2: the solution given does not solve")
+
+
+def _unsolvable() -> str:
+    """A unique puzzle with one blank set to a wrong digit that conflicts with no given."""
+    p = sudoku.heldout_puzzles(1)[0]
+    cells = sudoku.parse(p.puzzle)
+    for i, v in enumerate(cells):
+        for d in sudoku.candidates(cells)[i] if not v else ():
+            if str(d) != p.solution[i]:
+                trial = list(cells)
+                trial[i] = d
+                if sudoku.count_solutions(trial) == 0:
+                    return sudoku.to_text(trial)
+    raise AssertionError("no unsolvable variant found")
+
+
+def test_puzzles_no_solver_should_get_are_refused_before_loading():
+    p = sudoku.heldout_puzzles(1)[0].puzzle
+    i = p.index("0")
+    j = next(j for j in range(9) if p[j] != "0" and j != i)
+    clash = list(p)
+    clash[i if i < 9 else 0] = p[j]  # the same digit twice in row 1
+    clash = "".join(clash)
+    for args, match in (
+        (["0" * 81], "puzzle 1: has 0 givens; a proper Sudoku has at least 17"),
+        ([p, _unsolvable()], "puzzle 2: has no solution"),
+        (["123"], "puzzle 1: a puzzle needs 81 cells, got 3"),
+        (["x" * 81], "cell 1 is 'x'"),
+        ([], "give puzzles"),
+    ):
+        _one_line_error(run("sudoku", "solve", "--model", "/nonexistent", *args), match)
+    if sudoku.conflicting_cells(sudoku.parse(clash)):
+        _one_line_error(run("sudoku", "solve", "--model", "/nonexistent", clash), "givens conflict")
+    _one_line_error(
+        run("sudoku", "solve", "--model", "/nonexistent", p, "--mode", "ar", "--candidates"), "diffusion"
+    )
+    _one_line_error(
+        run("sudoku", "solve", "--model", "/nonexistent", p, "--verify-retries", "99"), "--verify-retries"
+    )
+
+
+def test_candidates_restrict_blanks_to_the_digits_the_givens_leave(trained):
+    puzzles = [p.puzzle for p in sudoku.heldout_puzzles(3)]
+    proc = run("sudoku", "solve", "--model", str(trained / "model"), "--candidates", "--json", *puzzles)
+    assert proc.returncode in (0, 1), proc.stderr
+    for row in json.loads(proc.stdout)["results"]:
+        cand = sudoku.candidates(sudoku.parse(row["puzzle"]))
+        assert all(int(ch) in cand[i] for i, ch in enumerate(row["solution"]))
+
+
+def test_verify_retries_rerun_wrong_grids(trained):
+    puzzles = [p.puzzle for p in sudoku.heldout_puzzles(2)]
+    proc = run(
+        "sudoku", "solve", "--model", str(trained / "model"), "--verify-retries", "2", "--json", *puzzles
+    )
+    for row in json.loads(proc.stdout)["results"]:
+        assert row["attempts"] == (1 if row["valid"] else 3)  # wrong after every try: all 3 attempts used
 
 
 def test_ar_baseline_trains_and_evaluates(tmp_path):
     proc = run("sudoku", "train", "--out", str(tmp_path), "--steps", "3", "--ar-baseline", *TINY)
     assert proc.returncode == 0, proc.stderr
-    proc = run("sudoku", "eval", "--model", str(tmp_path / "model"), "--n", "2", "--mode", "ar")
+    proc = run("sudoku", "eval", "--model", str(tmp_path / "model"), "--n", "2", "--mode", "ar", "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["mode"] == "ar"
 
 
-def test_bad_puzzles_give_one_line_errors(trained):
-    model = str(trained / "model")
-    _one_line_error(run("sudoku", "solve", "--model", model, "123"), "a puzzle needs 81 cells, got 3")
-    _one_line_error(run("sudoku", "solve", "--model", model, "x" * 81), "cell 1 is 'x'")
-    _one_line_error(run("sudoku", "solve", "--model", model), "give puzzles")
-
-
 def test_clamped_givens_are_kept_and_blanks_are_digits(trained):
     puzzles = [p.puzzle for p in sudoku.heldout_puzzles(3)]
-    proc = run("sudoku", "solve", "--model", str(trained / "model"), "--clamp-givens", "--json", *puzzles)
-    assert proc.returncode == 0, proc.stderr
+    proc = run(
+        "sudoku", "solve", "--model", str(trained / "model"), "--json", *puzzles
+    )  # clamped: the default
+    assert proc.returncode in (0, 1), proc.stderr
     for row in json.loads(proc.stdout)["results"]:
         grid, puzzle = row["solution"], row["puzzle"]
         assert len(grid) == 81 and set(grid) <= set("123456789")
@@ -76,7 +160,7 @@ def test_bundled_model_runs_the_demo_with_no_model_argument():
     proc = run("sudoku", "demo", "--n", "1", "--eval-n", "4")
     assert proc.returncode == 0, proc.stderr
     assert "held-out puzzles" in proc.stdout and "denoising steps" in proc.stdout
-    proc = run("sudoku", "eval", "--n", "4")
+    proc = run("sudoku", "eval", "--n", "4", "--json")
     assert proc.returncode == 0 and json.loads(proc.stdout)["n"] == 4
 
 

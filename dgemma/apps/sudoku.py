@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,17 @@ from dgemma.engine.diffusion import run_diffusion
 from dgemma.engine.events import DoneEvent
 from dgemma.model.init import init_model
 from dgemma.tasks import sudoku
-from dgemma.tasks.sudoku_data import CANVAS_LENGTH, SudokuData, SudokuFormat, build_tokenizer, model_config
+from dgemma.tasks.sudoku_data import (
+    CANVAS_LENGTH,
+    SudokuData,
+    SudokuFormat,
+    build_pool,
+    build_tokenizer,
+    model_config,
+)
 from dgemma.train.export import export
 from dgemma.train.trainer import TrainConfig, TrainResult, train
 
-BUCKETS = ((22, 26), (27, 30), (31, 35), (36, 81))
 # the reference defaults: in a sweep on held-out puzzles they beat shorter, colder schedules
 DEFAULT_SAMPLER = SamplerConfig()
 
@@ -32,13 +39,22 @@ DEFAULT_SAMPLER = SamplerConfig()
 class SudokuTrainSpec:
     out_dir: Path
     train: TrainConfig
-    pool_size: int = 2000
+    pool_size: int = 20000
     givens: tuple[int, int] = (22, 50)
     hidden_size: int = 128
     num_layers: int = 6
     num_experts: int = 8
     init_from: Path | None = None  # continue from an exported model instead of random weights
     device: str = "cpu"
+
+
+def training_pool(
+    spec: SudokuTrainSpec, progress: Callable[[int], None] | None = None
+) -> list[sudoku.Puzzle]:
+    """The run's puzzle pool: generated once (in parallel) and kept in `out_dir/run/`."""
+    lo, hi = spec.givens
+    cache = spec.out_dir / "run" / f"pool-{spec.train.seed}-{spec.pool_size}-{lo}-{hi}.txt"
+    return build_pool(spec.train.seed, spec.pool_size, spec.givens, cache=cache, progress=progress)
 
 
 def train_sudoku(
@@ -51,7 +67,7 @@ def train_sudoku(
         model = load(spec.init_from, dtype="float32", device=spec.device).model
     else:
         model = init_model(ModelConfig.from_hf(config_json), seed=spec.train.seed, device=spec.device)
-    data = SudokuData(fmt, spec.train.seed, spec.pool_size, spec.givens)
+    data = SudokuData(fmt, spec.train.seed, training_pool(spec))
     result: TrainResult = train(
         model, data, spec.train, spec.out_dir / "run", pad_id=0, on_log=on_log, stop_after=stop_after
     )
@@ -72,15 +88,63 @@ def bundled_model() -> Path:
     return BUNDLED
 
 
+class SolverMode(StrEnum):
+    DIFFUSION = "diffusion"
+    AR = "ar"
+
+
+@dataclass(frozen=True)
+class SolveOptions:
+    """How the model solves. The default is the headline mode: the givens clamped in the canvas and
+    the diffusion sampler, with no rule-based help. `candidates` restricts each blank to the digits
+    its row, column and box of GIVENS leave open (computed once: no propagation, no search);
+    `verify_retries` checks each grid and reruns a wrong one with a new seed up to that many times."""
+
+    mode: SolverMode = SolverMode.DIFFUSION
+    clamp_givens: bool = True
+    candidates: bool = False
+    verify_retries: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode is SolverMode.AR and (self.candidates or self.verify_retries):
+            raise ValueError("--candidates and --verify-retries need diffusion mode")
+        if self.candidates and not self.clamp_givens:
+            raise ValueError("--candidates needs the givens clamped (drop --no-clamp-givens)")
+        if not 0 <= self.verify_retries <= MAX_VERIFY_RETRIES:
+            raise ValueError(f"--verify-retries must be between 0 and {MAX_VERIFY_RETRIES}")
+
+
+MAX_VERIFY_RETRIES = 32
+RETRY_SEED_STRIDE = 1_000_003
+
+
+@dataclass
+class SolveResult:
+    grids: list[str]  # what the model wrote (may be invalid: check with sudoku.is_valid_solution)
+    steps: list[int]  # denoising steps (AR: decoder passes), summed over attempts
+    attempts: list[int]  # model runs per puzzle (1 without verify retries)
+    seconds: float
+    puzzles: list[str] = field(default_factory=list)
+
+    @property
+    def valid(self) -> list[bool]:
+        return [sudoku.is_valid_solution(p, g) for p, g in zip(self.puzzles, self.grids, strict=True)]
+
+
 def solver_requests(
-    model: Model, puzzles: list[str], seed: int = 0, clamp_givens: bool = False, **sampler: Any
+    model: Model,
+    puzzles: list[str],
+    seed: int | list[int] = 0,
+    options: SolveOptions = SolveOptions(),
+    **sampler: Any,
 ):
     """Engine requests for puzzles. With `clamp_givens` the givens are also clamped canvas positions
-    (as is the final <eos>), and the blanks may only become digits 1-9."""
+    (as is the final <eos>), and the blanks may only become digits 1-9 (with `candidates`, only
+    the digits the givens leave open in that cell's row, column and box)."""
     fmt = SudokuFormat(model.codec.tokenizer)
     prompts = [fmt.prompt(p) for p in puzzles]
     requests = model.requests(prompts, max_new_tokens=CANVAS_LENGTH, seed=seed, **sampler)
-    if not clamp_givens:
+    if not options.clamp_givens:
         return requests
     digits = tuple(fmt.ids[d] for d in "123456789")
     out = []
@@ -88,7 +152,11 @@ def solver_requests(
         cells = sudoku.parse(puzzle)
         fixed = {i: fmt.ids[str(v)] for i, v in enumerate(cells) if v}
         fixed[sudoku.SIZE] = fmt.ids["<eos>"]
-        allowed = {i: digits for i, v in enumerate(cells) if not v}
+        if options.candidates:
+            cand = sudoku.candidates(cells)
+            allowed = {i: tuple(fmt.ids[str(d)] for d in cand[i]) for i, v in enumerate(cells) if not v}
+        else:
+            allowed = {i: digits for i, v in enumerate(cells) if not v}
         out.append(replace(req, fixed=fixed, allowed=allowed))
     return out
 
@@ -96,48 +164,82 @@ def solver_requests(
 def solve(
     model: Model,
     puzzles: list[str],
-    mode: str = "diffusion",
+    options: SolveOptions = SolveOptions(),
     seed: int = 0,
     batch_size: int = 16,
-    clamp_givens: bool = False,
     **sampler: Any,
-):
-    """Model outputs for puzzles: (grids, steps per puzzle, seconds)."""
-    fmt = SudokuFormat(model.codec.tokenizer)
-    grids, steps = [], []
+) -> SolveResult:
+    """Model outputs for puzzles. Puzzle `i` uses seed `seed + i` (so its output does not depend on
+    its batch-mates); retry `k` uses `seed + i + k * RETRY_SEED_STRIDE`."""
+    n = len(puzzles)
+    grids, steps, attempts = [""] * n, [0] * n, [0] * n
     start = time.perf_counter()
-    for i in range(0, len(puzzles), batch_size):
-        chunk = puzzles[i : i + batch_size]
-        if mode == "ar":
-            prompts = [fmt.prompt(p) for p in chunk]
-            out = model.generate(prompts, mode="ar", max_new_tokens=CANVAS_LENGTH, seed=seed + i)
-            completions = list(zip(out.token_ids, out.stats, strict=True))
-        else:
-            requests = solver_requests(model, chunk, seed=seed + i, clamp_givens=clamp_givens, **sampler)
-            done = next(e for e in run_diffusion(model.model, requests) if isinstance(e, DoneEvent))
-            completions = [(c.token_ids, c.stats) for c in done.completions]
-        grids += [fmt.grid(ids) for ids, _ in completions]
-        steps += [
-            sum(s.steps_per_canvas) if s.steps_per_canvas else s.decoder_forwards for _, s in completions
-        ]
-    return grids, steps, time.perf_counter() - start
+    todo = list(range(n))
+    for attempt in range(options.verify_retries + 1):
+        for lo in range(0, len(todo), batch_size):
+            chunk = todo[lo : lo + batch_size]
+            seeds = [seed + i + attempt * RETRY_SEED_STRIDE for i in chunk]
+            out_grids, out_steps = _run_seeded(model, [puzzles[i] for i in chunk], seeds, options, sampler)
+            for i, g, k in zip(chunk, out_grids, out_steps, strict=True):
+                grids[i], steps[i], attempts[i] = g, steps[i] + k, attempts[i] + 1
+        todo = [i for i in todo if not sudoku.is_valid_solution(puzzles[i], grids[i])]
+        if not todo:
+            break
+    return SolveResult(grids, steps, attempts, time.perf_counter() - start, puzzles=list(puzzles))
+
+
+def _run_seeded(model: Model, puzzles: list[str], seeds: list[int], options: SolveOptions, sampler: dict):
+    """One model run over puzzles with one seed each: (grids, steps per puzzle)."""
+    fmt = SudokuFormat(model.codec.tokenizer)
+    if options.mode is SolverMode.AR:
+        out = model.generate(
+            [fmt.prompt(p) for p in puzzles], mode="ar", max_new_tokens=CANVAS_LENGTH, seed=seeds
+        )
+        return [fmt.grid(ids) for ids in out.token_ids], [s.decoder_forwards for s in out.stats]
+    requests = solver_requests(model, puzzles, seed=seeds, options=options, **sampler)
+    done = next(e for e in run_diffusion(model.model, requests) if isinstance(e, DoneEvent))
+    return [fmt.grid(c.token_ids) for c in done.completions], [
+        sum(c.stats.steps_per_canvas) for c in done.completions
+    ]
+
+
+BUCKETS = ((17, 21), (22, 26), (27, 30), (31, 35), (36, 45), (46, 81))
 
 
 def evaluate(
-    model: Model, puzzles: list[sudoku.Puzzle], mode: str = "diffusion", **kwargs: Any
+    model: Model, puzzles: list, options: SolveOptions = SolveOptions(), **kwargs: Any
 ) -> dict[str, Any]:
-    grids, steps, seconds = solve(model, [p.puzzle for p in puzzles], mode=mode, **kwargs)
-    solved = [sudoku.is_valid_solution(p.puzzle, g) for p, g in zip(puzzles, grids, strict=True)]
+    """Solve rate overall, by givens bucket and by difficulty label, with mean denoising steps,
+    attempts and puzzles/s. `puzzles` are `Puzzle`s or `FilePuzzle`s (anything with `.puzzle`);
+    any valid completion counts as solved."""
+    texts = [p.puzzle for p in puzzles]
+    result = solve(model, texts, options=options, **kwargs)
+    solved = result.valid
+    givens = [sum(ch != "0" for ch in t) for t in texts]
+    labels = [sudoku.difficulty(sudoku.parse(t)).value for t in texts]
+
+    def rate(mask: list[bool]) -> dict[str, Any]:
+        hits = [s for s, m in zip(solved, mask, strict=True) if m]
+        return {"n": len(hits), "solve_rate": sum(hits) / len(hits)}
+
     by_givens = {}
     for lo, hi in BUCKETS:
-        hits = [s for p, s in zip(puzzles, solved, strict=True) if lo <= p.num_givens <= hi]
-        if hits:
-            by_givens[f"{lo}-{hi}"] = {"n": len(hits), "solve_rate": sum(hits) / len(hits)}
+        mask = [lo <= g <= hi for g in givens]
+        if any(mask):
+            by_givens[f"{lo}-{hi}" if hi < 81 else f"{lo}+"] = rate(mask)
+    by_difficulty = {
+        d.value: rate([lab == d.value for lab in labels]) for d in sudoku.Difficulty if d.value in labels
+    }
     return {
-        "mode": mode,
+        "mode": options.mode.value,
+        "clamp_givens": options.clamp_givens,
+        "candidates": options.candidates,
+        "verify_retries": options.verify_retries,
         "n": len(puzzles),
         "solve_rate": sum(solved) / len(puzzles),
         "by_givens": by_givens,
-        "mean_steps": sum(steps) / len(steps),
-        "puzzles_per_s": len(puzzles) / seconds,
+        "by_difficulty": by_difficulty,
+        "mean_steps": sum(result.steps) / len(puzzles),
+        "mean_attempts": sum(result.attempts) / len(puzzles),
+        "puzzles_per_s": len(puzzles) / result.seconds,
     }

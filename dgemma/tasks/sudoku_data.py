@@ -9,8 +9,12 @@ solver's `clamp_givens`; the other half see their givens only in the prompt.
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
+from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
@@ -55,25 +59,43 @@ class SudokuFormat:
         return self.tokenizer.decode(token_ids, skip_special_tokens=True)[: sudoku.SIZE]
 
 
-class SudokuData:
-    """Training examples by index: symmetries of puzzles from a pool made once from the training stream."""
-
-    def __init__(
-        self,
-        fmt: SudokuFormat,
-        seed: int,
-        pool_size: int,
-        givens: tuple[int, int] = (22, 50),
-        progress: Callable[[int], None] | None = None,
-        clamped_share: float = 0.5,
-    ):
-        self.fmt, self.seed, self.clamped_share = fmt, seed, clamped_share
-        stream = sudoku.train_puzzles(seed, givens)
-        self.pool = []
-        for i in range(pool_size):
-            self.pool.append(next(stream))
+def build_pool(
+    seed: int,
+    size: int,
+    givens: tuple[int, int] = (22, 50),
+    cache: Path | None = None,
+    progress: Callable[[int], None] | None = None,
+    workers: int | None = None,
+) -> list[sudoku.Puzzle]:
+    """Training puzzles 0..size-1 of the seeded stream, generated in parallel processes; with `cache`
+    they are read from (or written atomically to) that file, one `puzzle,solution` line each."""
+    if cache is not None and cache.is_file():
+        lines = cache.read_text().split()
+        if len(lines) == size:
+            return [sudoku.Puzzle(*line.split(",")) for line in lines]
+    pool: list[sudoku.Puzzle] = []
+    with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1) as ex:
+        make = partial(sudoku.train_puzzle, seed, givens=givens)
+        for p in ex.map(make, range(size), chunksize=64):
+            pool.append(p)
             if progress:
-                progress(i + 1)
+                progress(len(pool))
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_text("".join(f"{p.puzzle},{p.solution}\n" for p in pool))
+        os.replace(tmp, cache)
+    return pool
+
+
+class SudokuData:
+    """Training examples by index: random symmetries of a pool of generated puzzles (each from its
+    own randomly searched grid)."""
+
+    def __init__(self, fmt: SudokuFormat, seed: int, pool: list[sudoku.Puzzle], clamped_share: float = 0.5):
+        if not pool:
+            raise ValueError("the training pool is empty")
+        self.fmt, self.seed, self.clamped_share, self.pool = fmt, seed, clamped_share, pool
 
     def examples(self, index: int, count: int) -> list[Example]:
         rng = random.Random(f"dgemma-sudoku-batch-{self.seed}-{index}")
@@ -81,9 +103,7 @@ class SudokuData:
         for _ in range(count):
             p = sudoku.transform(rng.choice(self.pool), rng)
             clean: tuple[int, ...] = ()
-            if (
-                rng.random() < self.clamped_share
-            ):  # givens and <eos> clean in the canvas, as `clamp_givens` does
+            if rng.random() < self.clamped_share:  # givens and <eos> clean in the canvas, as clamping does
                 clean = (*(i for i, ch in enumerate(p.puzzle) if ch != "0"), sudoku.SIZE)
             out.append(Example(self.fmt.prompt(p.puzzle), self.fmt.response(p.solution), clean))
         return out
