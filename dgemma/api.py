@@ -17,6 +17,7 @@ import torch
 
 from dgemma import editing
 from dgemma.config import GenerationDefaults, ModelConfig, SamplerConfig
+from dgemma.config.files import inside, read_json
 from dgemma.engine.autoregressive import run_autoregressive
 from dgemma.engine.cache import KVCache
 from dgemma.engine.diffusion import run_diffusion
@@ -25,7 +26,6 @@ from dgemma.engine.passes import decode_rows, encode_rows
 from dgemma.engine.request import Request
 from dgemma.engine.results import Completion, FinishReason, RowStats
 from dgemma.model import DiffusionGemma, load_model
-from dgemma.model.loader import read_json
 from dgemma.structured.generate import DEFAULT_ROUNDS, JsonJob, plan_json, run_json
 from dgemma.structured.slots import DEFAULT_STRING_TOKENS
 from dgemma.text import TextCodec
@@ -74,12 +74,12 @@ def load(
     model, _ = load_model(path, dtype=dtype, device=device)
     if compile:
         model.compile()
-    gen = read_json(path / "generation_config.json", required=False)
+    gen = read_json(inside(path, "generation_config.json"), required=False)
     try:
         sampler = SamplerConfig.from_generation_config(gen)
     except ValueError as err:
         raise ValueError(f"{path / 'generation_config.json'}: {err}") from None
-    codec = TextCodec.from_dir(path) if (path / "tokenizer.json").is_file() else None
+    codec = TextCodec.from_dir(path) if inside(path, "tokenizer.json").is_file() else None
     return Model(model, codec, sampler, GenerationDefaults.from_generation_config(gen, model.config))
 
 

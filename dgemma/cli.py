@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument(
         "--request-timeout", type=float, default=300.0, help="seconds before a request is cancelled"
     )
+    sv.add_argument(
+        "--shutdown-grace", type=float, default=10.0, help="seconds in-flight requests get after SIGTERM"
+    )
+    sv.add_argument("--max-connections", type=int, default=1024, help="open connections before answering 503")
     sv.add_argument("--served-model-name", default=None, help="the `model` clients name (default: dir name)")
     sv.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
     sv.add_argument("--device", default="cpu")
@@ -172,7 +176,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     import dgemma
-    from dgemma.model.loader import read_json
+    from dgemma.config.files import read_json
     from dgemma.train.data import ShuffledData, read_jsonl
     from dgemma.train.export import export
     from dgemma.train.trainer import train
@@ -253,7 +257,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from dgemma.server.app import ServerSettings
     from dgemma.server.launch import serve_forever
 
-    for name in ("max_batch", "max_queue", "max_context"):
+    for name in ("max_batch", "max_queue", "max_context", "max_connections"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"`--{name.replace('_', '-')}` must be a positive integer, got {value}")
@@ -261,6 +265,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ValueError(f"`--port` must be in 0..65535, got {args.port}")
     if not args.request_timeout > 0:
         raise ValueError(f"`--request-timeout` must be > 0, got {args.request_timeout}")
+    if not 0 <= args.shutdown_grace <= 3600:
+        raise ValueError(f"`--shutdown-grace` must be in [0, 3600] seconds, got {args.shutdown_grace}")
     if args.model is None:
         from dgemma.apps.sudoku import bundled_model
 
@@ -277,6 +283,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         max_context=args.max_context,
         request_timeout=args.request_timeout,
+        shutdown_grace=args.shutdown_grace,
+        max_connections=args.max_connections,
         model_name=args.served_model_name or name,
     )
     serve_forever(
@@ -308,13 +316,21 @@ COMMANDS = {
 }
 
 
+def _one_line(err: Exception) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except (ValueError, OSError) as err:
-        print(f"dgemma: error: {err}", file=sys.stderr)
+        print(f"dgemma: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_USAGE
+    except RuntimeError as err:  # generation failed (e.g. non-finite logits from NaN weights)
+        print(f"dgemma: error: generation failed: {_one_line(err)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -17,7 +17,7 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer
 
-from dgemma.model.loader import CheckpointError, read_json
+from dgemma.config.files import CheckpointError, inside, read_json
 
 Message = dict[str, Any]
 _ROLES = ("system", "user", "assistant", "tool", "developer")
@@ -63,15 +63,15 @@ class TextCodec:
     @classmethod
     def from_dir(cls, directory: str | Path) -> TextCodec:
         directory = Path(directory)
-        path = directory / "tokenizer.json"
+        path = inside(directory, "tokenizer.json")
         if not path.is_file():
             raise CheckpointError(f"missing file: {path}")
         try:
             tokenizer = Tokenizer.from_file(str(path))
         except Exception as err:
             raise CheckpointError(f"{path} is not a readable tokenizer: {err}") from None
-        config = read_json(directory / "tokenizer_config.json", required=False)
-        template_file = directory / "chat_template.jinja"
+        config = read_json(inside(directory, "tokenizer_config.json"), required=False)
+        template_file = inside(directory, "chat_template.jinja")
         template = template_file.read_text() if template_file.is_file() else config.get("chat_template")
         if isinstance(template, list):  # named templates: use the default one
             template = next((t.get("template") for t in template if t.get("name") == "default"), None)
@@ -91,7 +91,8 @@ class TextCodec:
         check_messages(messages)
         if self._template is None:
             raise ValueError(
-                "this checkpoint has no chat template; pass raw=True to tokenize the text as it is"
+                "this checkpoint has no chat template; send the text as is "
+                "(Python: raw=True; CLI: --raw; server: /v1/completions)"
             )
         try:
             return self._template.render(
@@ -103,6 +104,9 @@ class TextCodec:
             )
         except jinja2.exceptions.TemplateError as err:
             raise ValueError(f"the chat template rejected the messages: {err}") from None
+        except (ArithmeticError, TypeError, LookupError, AttributeError, RecursionError, MemoryError) as err:
+            # a template that computes past the sandbox's limits (e.g. range() over 100,000 items)
+            raise ValueError(f"the chat template failed: {type(err).__name__}: {str(err)[:200]}") from None
 
     def encode_chat(self, messages: list[Message], add_generation_prompt: bool = True) -> list[int]:
         # the template writes the special tokens itself, so the tokenizer must not add them again

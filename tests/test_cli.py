@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from safetensors.torch import load_file, save_file
 
 PROMPT = "Why is the sky blue?"
@@ -129,3 +130,27 @@ def test_bad_inputs_give_one_line_errors(checkpoint, broken, tmp_path):
 
     (broken / "model.safetensors").unlink()
     _one_line_error(run("generate", "--model", str(broken), "hi"), "no model.safetensors")
+
+
+def test_broken_checkpoints_fail_in_one_line_not_a_traceback(checkpoint, tmp_path):
+    """Issue 12, item 11: NaN weights, a template that overflows range(), no template at all."""
+    from safetensors.torch import load_file, save_file
+
+    nan = tmp_path / "nan"
+    shutil.copytree(checkpoint[0], nan)
+    tensors = load_file(nan / "model.safetensors")
+    tensors = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in tensors.items()}
+    save_file(tensors, nan / "model.safetensors")
+    _one_line_error(run("generate", "--model", str(nan), "hi"), "generation failed")
+
+    looping = tmp_path / "looping"
+    shutil.copytree(checkpoint[0], looping)
+    (looping / "chat_template.jinja").write_text("{% for i in range(10**9) %}x{% endfor %}")
+    _one_line_error(run("generate", "--model", str(looping), "hi"), "the chat template")
+
+    bare = tmp_path / "bare"
+    shutil.copytree(checkpoint[0], bare)
+    (bare / "chat_template.jinja").unlink()
+    proc = run("generate", "--model", str(bare), "hi")
+    _one_line_error(proc, "no chat template")
+    assert "--raw" in proc.stderr

@@ -154,3 +154,38 @@ def test_missing_shard(ckpt_copy):
 def test_bad_dtype_names_the_field(checkpoint):
     with pytest.raises(ValueError, match="dtype"):
         dgemma.load(checkpoint[0], dtype="int8")
+
+
+def _shard_index(ckpt, names: list[str]) -> None:
+    tensors = load_file(ckpt / "model.safetensors")
+    keys = sorted(tensors)
+    weight_map = {k: names[i % len(names)] for i, k in enumerate(keys)}
+    (ckpt / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+
+
+@pytest.mark.parametrize(
+    "name", ["../x.safetensors", "/etc/passwd", "../../../../etc/passwd", "sub/../../x.safetensors", "C:\\x"]
+)
+def test_shard_names_outside_the_directory_are_refused(ckpt_copy, name):
+    (ckpt_copy.parent / "x.safetensors").write_bytes((ckpt_copy / "model.safetensors").read_bytes())
+    _shard_index(ckpt_copy, [name])
+    (ckpt_copy / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="model.safetensors.index.json lists"):
+        dgemma.load(ckpt_copy)
+
+
+def test_symlinks_leaving_the_directory_are_refused(ckpt_copy, tmp_path):
+    outside = tmp_path / "elsewhere.safetensors"
+    (ckpt_copy / "model.safetensors").rename(outside)
+    (ckpt_copy / "model.safetensors").symlink_to(outside)
+    with pytest.raises(CheckpointError, match="outside the checkpoint directory"):
+        dgemma.load(ckpt_copy)
+    (ckpt_copy / "model.safetensors").unlink()
+    (ckpt_copy / "weights").mkdir()
+    outside.rename(ckpt_copy / "weights" / "w.safetensors")
+    (ckpt_copy / "model.safetensors").symlink_to(ckpt_copy / "weights" / "w.safetensors")
+    dgemma.load(ckpt_copy)  # a link that stays inside is fine
+    (ckpt_copy / "tokenizer_config.json").unlink(missing_ok=True)
+    (ckpt_copy / "tokenizer_config.json").symlink_to("/etc/hostname")
+    with pytest.raises(CheckpointError, match="tokenizer_config.json"):
+        dgemma.load(ckpt_copy)

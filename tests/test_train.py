@@ -216,3 +216,57 @@ def test_clean_positions_are_never_corrupted_and_carry_no_loss():
     for _ in range(50):
         noisy, _ = corrupt(batch.targets, batch.supervised & ~batch.clean, 24, 0.999, g)
         assert torch.equal(noisy[0, [0, 2, 5]], batch.targets[0, [0, 2, 5]])
+
+
+def _run_to(out: Path, steps: int, **kw):
+    """Train a run of 8 steps up to step `steps` (checkpoints every 2)."""
+    model = init_model(ModelConfig.from_hf(TINY), seed=3)
+    config = _config(steps=8, checkpoint_every=2)
+    return model, train(model, ReverseDigits(), config, out, pad_id=0, stop_after=steps, **kw)
+
+
+def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    """A truncated newest checkpoint (or a garbage state.json) is skipped with a notice naming the file;
+    the run resumes from the one before it and ends where an undamaged run ends."""
+    from dgemma.train import checkpoint
+
+    clean, _ = _run_to(tmp_path / "clean", 8)
+    for damage in ("truncate", "state"):
+        out = tmp_path / damage
+        _run_to(out, 6)
+        ckpts = out / "checkpoints"
+        assert sorted(p.name for p in ckpts.iterdir() if p.is_dir()) == [
+            "step-0000002",
+            "step-0000004",
+            "step-0000006",
+        ]  # only the newest three are kept
+        if damage == "truncate":
+            f = ckpts / "step-0000006" / "model.safetensors"
+            f.write_bytes(f.read_bytes()[:100])
+        else:
+            (ckpts / "step-0000006" / "state.json").write_text("{garbage")
+        notices = []
+        again, result = _run_to(out, 8, notice=notices.append)
+        assert len(notices) == 1 and "step-0000006" in notices[0] and "step-0000004" in notices[0], notices
+        assert ("model.safetensors" if damage == "truncate" else "state.json") in notices[0]
+        assert result.step == 8
+        a, b = _weights(clean), _weights(again)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    with_pointer = tmp_path / "pointer"
+    _run_to(with_pointer, 4)
+    (with_pointer / "checkpoints" / "latest").write_text("step-0000999")
+    try:
+        _run_to(with_pointer, 6)
+    except checkpoint.CheckpointReadError as err:
+        assert "latest" in str(err) and "step-0000999" in str(err)
+    else:
+        raise AssertionError("a bad pointer must not restart training from step 0")
+    for step in ("step-0000002", "step-0000004"):  # nothing readable at all: a clear error
+        (with_pointer / "checkpoints" / step / "optimizer.safetensors").write_bytes(b"\0" * 10)
+    (with_pointer / "checkpoints" / "latest").write_text("step-0000004")
+    try:
+        _run_to(with_pointer, 6, notice=lambda _: None)
+    except checkpoint.CheckpointReadError as err:
+        assert "no readable checkpoint" in str(err) and "optimizer.safetensors" in str(err)
+    else:
+        raise AssertionError("unreadable checkpoints must be an error")

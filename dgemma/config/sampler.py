@@ -14,6 +14,27 @@ def _meta(help_text: str) -> dict[str, str]:
     return {"help": help_text}
 
 
+# Bounds on every sampler setting, checked before any work: they keep the schedule well conditioned
+# (logits / temperature stay finite in float32) and every per-request allocation small.
+MAX_DENOISING_STEPS = 1024
+MIN_TEMPERATURE = 1e-3  # t_max below this rounds logits / t to inf in float32 for ordinary logits
+MAX_TEMPERATURE = 100.0
+MAX_THRESHOLD = 1e6  # entropy_bound, confidence_threshold (entropies are at most log(vocab) per token)
+
+
+def _finite(name: str, value: Any) -> float:
+    """`value` as a float if it is a finite real number (a bool is not; nor an int too big for a float)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"`{name}` must be a finite number, got {value!r}"[:200])
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError(f"`{name}` must be a finite number; it is too large") from None
+    if not math.isfinite(number):
+        raise ValueError(f"`{name}` must be a finite number, got {value!r}")
+    return number
+
+
 @dataclass(frozen=True)
 class SamplerConfig:
     """Knobs of the entropy-bound diffusion sampler; CLI flags and request fields derive from these."""
@@ -32,20 +53,22 @@ class SamplerConfig:
     )
 
     def __post_init__(self) -> None:
-        _check_int(self, "max_denoising_steps", minimum=1)
-        _check_int(self, "stability_threshold", minimum=0)
-        for name in ("entropy_bound", "t_min", "t_max", "confidence_threshold"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise ValueError(f"`{name}` must be a finite number, got {value!r}")
-        if self.entropy_bound <= 0:
-            raise ValueError(f"`entropy_bound` must be > 0, got {self.entropy_bound}")
-        if self.confidence_threshold <= 0:
-            raise ValueError(f"`confidence_threshold` must be > 0, got {self.confidence_threshold}")
-        if self.t_min < 0:
-            raise ValueError(f"`t_min` must be >= 0, got {self.t_min}")
-        if self.t_max <= 0 or self.t_max < self.t_min:
-            raise ValueError(f"`t_max` must be > 0 and >= t_min ({self.t_min}), got {self.t_max}")
+        _check_int(self, "max_denoising_steps", 1, MAX_DENOISING_STEPS)
+        _check_int(self, "stability_threshold", 0, MAX_DENOISING_STEPS)
+        values = {
+            n: _finite(n, getattr(self, n))
+            for n in ("entropy_bound", "t_min", "t_max", "confidence_threshold")
+        }
+        for name in ("entropy_bound", "confidence_threshold"):
+            if not 0 < values[name] <= MAX_THRESHOLD:
+                raise ValueError(f"`{name}` must be in (0, {MAX_THRESHOLD:g}], got {values[name]:g}")
+        if not 0 <= values["t_min"] <= MAX_TEMPERATURE:
+            raise ValueError(f"`t_min` must be in [0, {MAX_TEMPERATURE:g}], got {values['t_min']:g}")
+        if not MIN_TEMPERATURE <= values["t_max"] <= MAX_TEMPERATURE or values["t_max"] < values["t_min"]:
+            raise ValueError(
+                f"`t_max` must be in [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}] and >= t_min "
+                f"({values['t_min']:g}), got {values['t_max']:g}"
+            )
 
     @classmethod
     def from_generation_config(cls, gen: dict[str, Any]) -> SamplerConfig:
@@ -68,10 +91,11 @@ class SamplerConfig:
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def _check_int(obj: Any, name: str, minimum: int) -> None:
+def _check_int(obj: Any, name: str, minimum: int, maximum: int) -> None:
     value = getattr(obj, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        shown = repr(value) if len(repr(value)) < 40 else repr(value)[:37] + "..."
+        raise ValueError(f"`{name}` must be an integer in [{minimum}, {maximum}], got {shown}")
 
 
 @dataclass(frozen=True)

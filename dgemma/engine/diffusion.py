@@ -8,7 +8,9 @@
         a row whose canvas stopped commits it (argmax, cut at EOS / max_new_tokens) at once; a
         finished request frees its row for the next waiting one
 
-Requests join and leave at any step. Each has its own random generator and its own positions, so its
+Requests join and leave at any step. A request whose computation raises (a sampler setting that
+overflows, non-finite logits) fails alone with a FailEvent: its row is freed and every other row
+goes on. A batched pass that raises is retried row by row to find the rows at fault. Each has its own random generator and its own positions, so its
 tokens do not depend on which requests share its passes. The sampler works one row at a time, so the
 full-vocabulary float32 temporaries (logits, probabilities, entropies) exist for one canvas at once,
 never for the whole batch; the self-conditioning signal is kept as the hidden-size soft embedding.
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 
 from dgemma.engine.cache import KVCache
-from dgemma.engine.events import CommitEvent, DoneEvent, DraftEvent, Event, FinishEvent
+from dgemma.engine.events import CommitEvent, DoneEvent, DraftEvent, Event, FailEvent, FinishEvent
 from dgemma.engine.passes import decode_rows, encode_rows
 from dgemma.engine.request import Request, check_fits
 from dgemma.engine.results import Completion, FinishReason, RowStats
@@ -56,6 +58,10 @@ class _Row:
     entropy: float = 0.0
     step: int = 0
     denoising: bool = False
+
+
+class GenerationError(RuntimeError):
+    """A request's computation failed (its FailEvent, raised where one caller owns every request)."""
 
 
 def slots_needed(request: Request, canvas_length: int) -> int:
@@ -129,14 +135,38 @@ class DiffusionEngine:
         events: list[Event] = []
         encoding = sorted((r for r in self._rows.values() if r.pending is not None), key=lambda r: r.slot)
         if encoding:
-            self._encode(encoding)
+            self._isolated(lambda rows: self._encode(rows, events), encoding, events)
         denoising = sorted((r for r in self._rows.values() if r.denoising), key=lambda r: r.slot)
         if denoising:
-            self._denoise(denoising, events)
+            self._isolated(lambda rows: self._denoise(rows, events), denoising, events)
             for row in denoising:
-                if not row.denoising:
-                    self._commit(row, events)
+                if row.id in self._rows and not row.denoising:
+                    self._guarded(row, events, self._commit, row, events)
         return events
+
+    def _isolated(self, phase, rows: list[_Row], events: list[Event]) -> None:
+        """Run a batched pass; if it raises, run it row by row and fail only the rows that raise. The
+        per-row work after a pass is guarded row by row, so a retry never repeats a row's step (and
+        cache lengths advance only after a pass succeeds)."""
+        try:
+            phase(rows)
+        except Exception:
+            for row in rows:
+                if row.id in self._rows:
+                    self._guarded(row, events, phase, [row])
+
+    def _guarded(self, row: _Row, events: list[Event], fn, *args) -> None:
+        try:
+            fn(*args)
+        except Exception as err:
+            self._fail(row, err, events)
+
+    def _fail(self, row: _Row, err: Exception, events: list[Event]) -> None:
+        if self._rows.pop(row.id, None) is not None:
+            self._free.append(row.slot)
+            self._free.sort()
+        message = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+        events.append(FailEvent(row.id, message))
 
     def _admit(self) -> None:
         while self._waiting and self._free:
@@ -147,7 +177,7 @@ class DiffusionEngine:
             row.pending = list(request.prompt)
             self._rows[rid] = row
 
-    def _encode(self, rows: list[_Row]) -> None:
+    def _encode(self, rows: list[_Row], events: list[Event]) -> None:
         """One ragged causal pass appending each row's pending tokens; then each starts a canvas."""
         model = self.model
         _sync(model.device)
@@ -159,7 +189,7 @@ class DiffusionEngine:
         for row in rows:
             setattr(row.stats, row.phase, getattr(row.stats, row.phase) + elapsed)
             row.pending, row.phase = None, "commit_s"
-            self._start_canvas(row)
+            self._guarded(row, events, self._start_canvas, row)
 
     def _start_canvas(self, row: _Row) -> None:
         config, device = self.model.config, self.model.device
@@ -189,7 +219,7 @@ class DiffusionEngine:
                 soft = torch.stack([zeros if r.soft is None else r.soft for r in rows])
             hidden = decode_rows(model, self.cache, [r.slot for r in rows], canvas, soft)
             for i, row in enumerate(rows):
-                self._sample(row, hidden[i], events)
+                self._guarded(row, events, self._sample, row, hidden[i], events)
         _sync(model.device)
         elapsed = time.perf_counter() - start
         for row in rows:
@@ -266,5 +296,7 @@ def run_diffusion(
         for event in events:
             if isinstance(event, FinishEvent):
                 completions[event.row] = event.completion
+            elif isinstance(event, FailEvent):
+                raise GenerationError(f"request {event.row} failed: {event.error}")
         yield from events
     yield DoneEvent([completions[i] for i in ids])

@@ -39,10 +39,18 @@ class FinishEvent:
 
 
 @dataclass(frozen=True)
+class FailEvent:
+    """One request could not be computed (its row raised); it is dropped, the others go on."""
+
+    row: int
+    error: str  # the exception's type and message, one line
+
+
+@dataclass(frozen=True)
 class DoneEvent:
     """The last event of a run: one completion per request, in request order."""
 
     completions: list[Completion]
 
 
-Event = DraftEvent | CommitEvent | FinishEvent | DoneEvent
+Event = DraftEvent | CommitEvent | FinishEvent | FailEvent | DoneEvent

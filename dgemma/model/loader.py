@@ -8,17 +8,16 @@ the checkpoint's tensors are assigned to it, so nothing is initialised twice.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import safe_open
 
 from dgemma.config import ModelConfig
+from dgemma.config.files import CheckpointError, inside, read_json
 from dgemma.model.transformer import DiffusionGemma
 
 log = logging.getLogger("dgemma")
@@ -30,10 +29,6 @@ _ENCODER = "model.encoder.language_model."
 _VISION = ("model.encoder.vision_tower.", "model.encoder.embed_vision.")
 _ENCODER_SCALAR = re.compile(r"^model\.encoder\.language_model\.layers\.(\d+)\.layer_scalar$")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint directory that cannot be loaded; the message says what is wrong and where."""
 
 
 @dataclass
@@ -55,22 +50,8 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     return _DTYPES[dtype]
 
 
-def read_json(path: Path, required: bool = True) -> dict[str, Any]:
-    if not path.is_file():
-        if required:
-            raise CheckpointError(f"missing file: {path}")
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path} is not valid JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} must hold a JSON object")
-    return data
-
-
 def read_model_config(directory: Path) -> ModelConfig:
-    raw = read_json(directory / "config.json")
+    raw = read_json(inside(directory, "config.json"))
     if raw.get("tie_word_embeddings") is False:
         raise CheckpointError(
             f"{directory / 'config.json'}: tie_word_embeddings is false (separate encoder, decoder and lm_head "
@@ -84,12 +65,12 @@ def read_model_config(directory: Path) -> ModelConfig:
 
 def weight_files(directory: Path) -> list[Path]:
     """The safetensors files that hold the weights, in the order the index lists them."""
-    single, index = directory / SINGLE_FILE, directory / INDEX_FILE
+    single, index = inside(directory, SINGLE_FILE), inside(directory, INDEX_FILE)
     if index.is_file():
         weight_map = read_json(index).get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
             raise CheckpointError(f"{index} has no `weight_map`")
-        files = [directory / name for name in dict.fromkeys(weight_map.values())]
+        files = [inside(directory, name, listed_in=index) for name in dict.fromkeys(weight_map.values())]
         for f in files:
             if not f.is_file():
                 raise CheckpointError(f"{index} lists shard {f.name}, which is missing from {directory}")

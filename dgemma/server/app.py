@@ -9,6 +9,7 @@ Every refusal is an OpenAI-style error body with a 4xx status; a request that ca
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import secrets
@@ -24,7 +25,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from dgemma.api import Model
-from dgemma.server.fields import ApiError
+from dgemma.server.fields import ApiError, check_text
 from dgemma.server.protocol import Job, parse_chat, parse_completion
 from dgemma.server.runs import Disconnected, Run
 from dgemma.server.worker import EngineWorker
@@ -42,6 +43,11 @@ class ServerSettings:
     max_context: int | None = None  # positions per row (default: the model's limit, at most 8192)
     request_timeout: float = 300.0  # seconds
     max_body_bytes: int = 1 << 20
+    header_timeout: float = 10.0  # seconds a connection may take to send its request headers
+    body_timeout: float = 30.0  # seconds to receive a request body
+    parse_timeout: float = 10.0  # seconds to tokenize, template and compile a schema, off the event loop
+    max_connections: int = 1024  # open connections and tasks; past this uvicorn answers 503
+    shutdown_grace: float = 10.0  # seconds in-flight requests get to finish after SIGTERM
     model_name: str = "dgemma"
 
 
@@ -57,6 +63,7 @@ class DgemmaServer:
         self.worker = EngineWorker(model.model, settings.max_batch, capacity, settings.max_queue)
         self.metrics = self.worker.metrics
         self.created = int(time.time())
+        self.draining = False  # set on SIGTERM: new generation requests get 503
         routes = [
             Route("/v1/chat/completions", self._endpoint(parse_chat), methods=["POST"]),
             Route("/v1/completions", self._endpoint(parse_completion), methods=["POST"]),
@@ -116,8 +123,15 @@ class DgemmaServer:
             path = request.url.path
             try:
                 self._authorize(request)
+                if self.draining:
+                    raise ApiError(
+                        503,
+                        "the server is shutting down; retry",
+                        kind="server_error",
+                        headers={"Retry-After": "5"},
+                    )
                 body = await self._json(request)
-                job = parse(body, self.model, self.name, self.worker.capacity)
+                job = await self._parse(parse, body)
                 run = Run(job, self.worker, self.model.codec, self.settings.request_timeout)
             except ApiError as err:
                 return self._count(path, error_response(err))
@@ -134,20 +148,55 @@ class DgemmaServer:
 
         return handle
 
+    async def _parse(self, parse: Callable[..., Job], body: Any) -> Job:
+        """Tokenizing, templating and schema compilation run in a worker thread, so the event loop
+        (and /health) stays free while they run; past `parse_timeout` the request is refused."""
+        work = asyncio.to_thread(parse, body, self.model, self.name, self.worker.capacity)
+        try:
+            return await asyncio.wait_for(work, timeout=self.settings.parse_timeout)
+        except TimeoutError:
+            raise ApiError(
+                413, f"the request took more than {self.settings.parse_timeout:g} s to prepare; send less"
+            ) from None
+
     async def _json(self, request: HttpRequest) -> Any:
+        raw = await self._body(request)
+        if not raw.strip():
+            raise ApiError(400, "the request body is empty; send a JSON object")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ApiError(400, "the request body is not valid UTF-8") from None
+        try:
+            body = json.loads(text)
+        except (ValueError, RecursionError) as err:
+            raise ApiError(400, f"the request body is not valid JSON: {str(err)[:120]}") from None
+        check_text(body)
+        return body
+
+    async def _body(self, request: HttpRequest) -> bytes:
+        """The body, counted as it streams in (chunked bodies too): reading stops past the limit."""
         limit = self.settings.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise ApiError(413, f"the request body is larger than {limit} bytes")
-        raw = await request.body()
-        if len(raw) > limit:
-            raise ApiError(413, f"the request body is larger than {limit} bytes")
-        if not raw.strip():
-            raise ApiError(400, "the request body is empty; send a JSON object")
+        chunks, size = [], 0
+
+        async def read() -> None:
+            nonlocal size
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, f"the request body is larger than {limit} bytes")
+                chunks.append(chunk)
+
         try:
-            return json.loads(raw)
-        except (ValueError, RecursionError) as err:
-            raise ApiError(400, f"the request body is not valid JSON: {str(err)[:120]}") from None
+            await asyncio.wait_for(read(), timeout=self.settings.body_timeout)
+        except TimeoutError:
+            raise ApiError(
+                408, f"the request body did not arrive within {self.settings.body_timeout:g} s"
+            ) from None
+        return b"".join(chunks)
 
     def _authorize(self, request: HttpRequest) -> None:
         key = self.settings.api_key

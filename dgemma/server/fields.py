@@ -48,7 +48,13 @@ def bool_field(body: dict, name: str) -> bool:
 
 
 def is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite real number (not a bool, not an integer too large for a float)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def is_ids(items: list) -> bool:
@@ -58,3 +64,32 @@ def is_ids(items: list) -> bool:
 def dict_field(body: dict, key: str) -> dict:
     value = body.get(key)
     return value if isinstance(value, dict) else {}
+
+
+MAX_DEPTH = 64
+
+
+def check_text(value: Any, path: str = "", depth: int = 0) -> None:
+    """Every string in a parsed JSON body (keys too) must be valid Unicode: a lone surrogate such as
+    "\\ud800" parses as JSON but cannot be encoded or tokenized. Nesting is bounded as well."""
+    if depth > MAX_DEPTH:
+        raise ApiError(
+            400, f"the request body nests deeper than {MAX_DEPTH} levels", path.split(".")[0] or None
+        )
+    if isinstance(value, str):
+        _check_string(value, path)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_string(key, path)
+            check_text(item, f"{path}.{key}" if path else key, depth + 1)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_text(item, f"{path}[{i}]", depth + 1)
+
+
+def _check_string(text: str, path: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        param = path.split(".")[0].split("[")[0] or None
+        raise ApiError(400, f"`{path or 'a key'}` holds invalid Unicode (a lone surrogate)", param) from None

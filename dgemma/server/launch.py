@@ -12,6 +12,7 @@ import uvicorn
 
 from dgemma.api import Model
 from dgemma.server.app import DgemmaServer, ServerSettings
+from dgemma.server.transport import GuardedH11Protocol
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -27,9 +28,43 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class DrainingServer(uvicorn.Server):
+    """uvicorn, but SIGTERM / SIGINT first drain: new requests get 503 with Retry-After, requests in
+    flight get `settings.shutdown_grace` seconds to finish, the rest end with an error body (or an
+    error event and [DONE] in a stream); then uvicorn closes. A second signal exits at once."""
+
+    def __init__(self, config: uvicorn.Config, app: DgemmaServer):
+        super().__init__(config)
+        self.dgemma = app
+
+    def handle_exit(self, sig, frame) -> None:
+        if self.dgemma.draining:
+            self.force_exit = True
+            self.should_exit = True
+            return
+        self.dgemma.draining = True
+        threading.Thread(target=self._drain, name="dgemma-drain", daemon=True).start()
+
+    def _drain(self) -> None:
+        deadline = time.monotonic() + self.dgemma.settings.shutdown_grace
+        while self.dgemma.worker.in_flight and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.dgemma.worker.shutdown()
+        time.sleep(0.5)  # the failed requests' error bodies and events go out
+        self.should_exit = True
+
+
 def _uvicorn(server: DgemmaServer) -> uvicorn.Server:
-    config = uvicorn.Config(server.app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
-    return uvicorn.Server(config)
+    config = uvicorn.Config(
+        server.app,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+        http=type("Protocol", (GuardedH11Protocol,), {"header_timeout_s": server.settings.header_timeout}),
+        limit_concurrency=server.settings.max_connections,
+        timeout_keep_alive=5,
+    )
+    return DrainingServer(config, server)
 
 
 def serve_forever(model: Model, settings: ServerSettings, on_ready: Callable[[str], None]) -> None:

@@ -23,7 +23,6 @@ from dgemma.text import check_messages
 
 MAX_N = 16
 MAX_STOP = 4
-MAX_DENOISING_STEPS = 1024
 SEED_RANGE = 2**63
 # temperature T maps to the schedule t_max = T, t_min = T / 2 (the reference's 0.8 -> 0.4 ratio);
 # T = 0 asks for near-greedy decoding, which the schedule expresses as this small constant
@@ -336,11 +335,6 @@ def _sampler(body: dict, model: Model) -> SamplerConfig:
         t_max = temperature if temperature > 0 else GREEDY_TEMPERATURE
         overrides.setdefault("t_max", t_max)
         overrides.setdefault("t_min", t_max / 2)
-    steps = overrides.get("max_denoising_steps")
-    if isinstance(steps, int) and steps > MAX_DENOISING_STEPS:
-        raise ApiError(
-            400, f"`max_denoising_steps` must be at most {MAX_DENOISING_STEPS}", "max_denoising_steps"
-        )
     try:
         return model.sampler_defaults.replace(**overrides)
     except (ValueError, TypeError) as err:

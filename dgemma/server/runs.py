@@ -16,13 +16,13 @@ from typing import Any
 
 from starlette.requests import Request as HttpRequest
 
-from dgemma.engine.events import CommitEvent, DraftEvent, FinishEvent
+from dgemma.engine.events import CommitEvent, DraftEvent, FailEvent, FinishEvent
 from dgemma.server.choice import ChoiceText
 from dgemma.server.fields import ApiError
 from dgemma.server.metrics import ServerMetrics
 from dgemma.server.protocol import Job
 from dgemma.server.responses import ChunkWriter, full_response
-from dgemma.server.worker import EngineWorker, QueueFull
+from dgemma.server.worker import EngineWorker, QueueFull, ShuttingDown
 from dgemma.text import TextCodec
 
 
@@ -82,8 +82,19 @@ class Run:
                 i = self.index.get(ticket)
                 if i is None or self.choices[i].done:
                     continue
+                if isinstance(event, ShuttingDown):
+                    raise ApiError(
+                        503,
+                        "the server is shutting down; retry",
+                        kind="server_error",
+                        headers={"Retry-After": "5"},
+                    )
                 if isinstance(event, Exception):
                     raise ApiError(500, f"generation failed: {type(event).__name__}", kind="server_error")
+                if isinstance(event, FailEvent):  # this request alone; the others go on
+                    raise ApiError(
+                        500, f"generation failed for this request: {event.error}", kind="server_error"
+                    )
                 for update in self._handle(i, self.choices[i], event):
                     yield update
             self.metrics.latency.observe(time.perf_counter() - self.start)

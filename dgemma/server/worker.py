@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dgemma.engine.diffusion import DiffusionEngine
-from dgemma.engine.events import CommitEvent, Event, FinishEvent
+from dgemma.engine.events import CommitEvent, Event, FailEvent, FinishEvent
 from dgemma.engine.request import Request
 from dgemma.model import DiffusionGemma
 from dgemma.server.metrics import ServerMetrics
@@ -26,6 +26,10 @@ Sink = Callable[[int, Event | Exception], None]  # (ticket, event or failure), c
 
 class QueueFull(Exception):
     """More requests are waiting for a cache row than the server accepts."""
+
+
+class ShuttingDown(Exception):
+    """The server is stopping; requests still in flight end with this."""
 
 
 @dataclass
@@ -49,6 +53,7 @@ class EngineWorker:
         self._by_engine_id: dict[int, _Submission] = {}
         self._engine_id: dict[int, int] = {}
         self._stopping = False
+        self._shutdown = False
         self._thread = threading.Thread(target=self._loop, name="dgemma-engine", daemon=True)
         self._thread.start()
 
@@ -73,6 +78,18 @@ class EngineWorker:
             self._cancels.update(tickets)
             self._wake.notify()
 
+    @property
+    def in_flight(self) -> int:
+        """Requests queued or running."""
+        with self._lock:
+            return len(self._inbox) + len(self._by_engine_id)
+
+    def shutdown(self) -> None:
+        """Fail every queued and running request with ShuttingDown (between engine steps)."""
+        with self._lock:
+            self._shutdown = True
+            self._wake.notify()
+
     def close(self) -> None:
         with self._lock:
             self._stopping = True
@@ -82,10 +99,23 @@ class EngineWorker:
     def _loop(self) -> None:
         while True:
             with self._lock:
-                while not self._stopping and not self._inbox and not self._cancels and not self.engine.busy:
+                while (
+                    not self._stopping
+                    and not self._shutdown
+                    and not self._inbox
+                    and not self._cancels
+                    and not self.engine.busy
+                ):
                     self._wake.wait()
                 if self._stopping:
                     return
+                if self._shutdown:
+                    self._shutdown = False
+                    queued, self._inbox = self._inbox, []
+                    for sub in queued:
+                        sub.sink(sub.ticket, ShuttingDown("the server is shutting down"))
+                    self._fail_all(ShuttingDown("the server is shutting down"))
+                    continue
                 inbox, self._inbox = self._inbox, []
                 cancels, self._cancels = self._cancels, set()
                 # added while holding the lock so queue_depth never misses them in between
@@ -106,7 +136,7 @@ class EngineWorker:
     def _step(self) -> None:
         try:
             events = self.engine.step()
-        except Exception as err:  # a bug, never bad input (that is refused before submission)
+        except Exception as err:  # rows fail alone inside the engine; this is a bug in the engine itself
             log.exception("engine step failed; failing the requests in flight")
             self._fail_all(err)
             return
@@ -118,7 +148,9 @@ class EngineWorker:
                 self.metrics.canvases.inc()
                 self.metrics.generated_tokens.inc(len(event.tokens))
                 self.metrics.denoising_steps.inc(event.steps)
-            elif isinstance(event, FinishEvent):
+            elif isinstance(event, FinishEvent | FailEvent):
+                if isinstance(event, FailEvent):
+                    log.warning("request %s failed alone: %s", sub.ticket, event.error)
                 self._by_engine_id.pop(event.row, None)
                 self._engine_id.pop(sub.ticket, None)
             sub.sink(sub.ticket, event)

@@ -39,6 +39,9 @@ class JsonPlan:
     vocab: Vocabulary
 
 
+MAX_LAYOUT_TOKENS = 8192  # literal and slot tokens of one schema's layout
+
+
 def plan_json(
     schema: Any,
     codec: TextCodec,
@@ -69,6 +72,10 @@ def plan_json(
             slots.append(plan)
             tokens += [filler] * plan.budget
             literal += [False] * plan.budget
+        if len(tokens) > MAX_LAYOUT_TOKENS:
+            raise ValueError(
+                f"json_schema: the layout passes {MAX_LAYOUT_TOKENS} tokens; send a smaller schema or shorter strings"
+            )
     return JsonPlan(schema, tokens, literal, slots, vocab)
 
 

@@ -32,6 +32,15 @@ BY_TYPE = {
     "null": {"type"},
 }
 DEFAULT_ITEMS = 3
+# Sizes are bounded before anything is expanded, so no schema a client sends can take long to
+# compile or lay out more than a few canvases of structure.
+MAX_DEPTH = 32  # nested objects / arrays
+MAX_NODES = 2048  # schema nodes after array expansion
+MAX_ITEMS = 128  # minItems of one array
+MAX_ENUM = 1024  # values of one enum
+MAX_PROPERTIES = 256  # properties of one object
+MAX_STRING_LENGTH = 4096  # minLength / maxLength
+MAX_ABS_NUMBER = 2**53  # |minimum|, |maximum|: integers a float holds exactly
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,7 @@ class Slot:
 @dataclass
 class Layout:
     parts: list[str | Slot] = field(default_factory=list)
+    nodes: int = 0  # schema nodes compiled, checked against MAX_NODES
 
     def text(self, value: str) -> None:
         if self.parts and isinstance(self.parts[-1], str):
@@ -66,9 +76,16 @@ def compile_schema(schema: Any) -> Layout:
     return layout
 
 
-def _compile(schema: Any, path: str, out: Layout) -> None:
+def _compile(schema: Any, path: str, out: Layout, depth: int = 0) -> None:
     if not isinstance(schema, dict):
         raise ValueError(f"json_schema at {path}: a schema must be an object, got {type(schema).__name__}")
+    out.nodes += 1
+    if out.nodes > MAX_NODES:
+        raise ValueError(
+            f"json_schema at {path}: more than {MAX_NODES} values to lay out; send a smaller schema"
+        )
+    if depth > MAX_DEPTH:
+        raise ValueError(f"json_schema at {path}: nested deeper than {MAX_DEPTH} levels")
     if "enum" in schema or "const" in schema:
         _choice(schema, path, out)
         return
@@ -81,18 +98,18 @@ def _compile(schema: Any, path: str, out: Layout) -> None:
     if unsupported:
         raise ValueError(f"json_schema at {path}: unsupported keyword {unsupported[0]!r} for type {kind}")
     if kind == "object":
-        _object(schema, path, out)
+        _object(schema, path, out, depth)
     elif kind == "array":
-        _array(schema, path, out)
+        _array(schema, path, out, depth)
     elif kind == "string":
-        lo, hi = _bounds(schema, path, "minLength", "maxLength", integer=True)
+        lo, hi = _bounds(schema, path, "minLength", "maxLength", integer=True, limit=MAX_STRING_LENGTH)
         if lo is not None and lo < 0:
             raise ValueError(f"json_schema at {path}: `minLength` must be >= 0")
         out.text('"')
         out.parts.append(Slot("string", schema, path=path))
         out.text('"')
     elif kind in ("integer", "number"):
-        _bounds(schema, path, "minimum", "maximum", integer=kind == "integer")
+        _bounds(schema, path, "minimum", "maximum", integer=kind == "integer", limit=MAX_ABS_NUMBER)
         out.parts.append(Slot(kind, schema, path=path))
     elif kind == "boolean":
         out.parts.append(Slot("choice", schema, ("true", "false"), path))
@@ -100,10 +117,12 @@ def _compile(schema: Any, path: str, out: Layout) -> None:
         out.text("null")
 
 
-def _object(schema: dict, path: str, out: Layout) -> None:
+def _object(schema: dict, path: str, out: Layout, depth: int) -> None:
     props = schema.get("properties", {})
     if not isinstance(props, dict):
         raise ValueError(f"json_schema at {path}: `properties` must be an object")
+    if len(props) > MAX_PROPERTIES:
+        raise ValueError(f"json_schema at {path}: more than {MAX_PROPERTIES} properties")
     required = schema.get("required", [])
     if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
         raise ValueError(f"json_schema at {path}: `required` must be a list of property names")
@@ -117,23 +136,25 @@ def _object(schema: dict, path: str, out: Layout) -> None:
     out.text("{")
     for i, (key, sub) in enumerate(props.items()):
         out.text((", " if i else "") + json.dumps(key, ensure_ascii=False) + ": ")
-        _compile(sub, f"{path}.{key}", out)
+        _compile(sub, f"{path}.{key}", out, depth + 1)
     out.text("}")
 
 
-def _array(schema: dict, path: str, out: Layout) -> None:
+def _array(schema: dict, path: str, out: Layout, depth: int) -> None:
     if "items" not in schema:
         raise ValueError(f"json_schema at {path}: an array needs `items`")
     lo, hi = _bounds(schema, path, "minItems", "maxItems", integer=True)
     lo = lo or 0
     if lo < 0:
         raise ValueError(f"json_schema at {path}: `minItems` must be >= 0")
+    if lo > MAX_ITEMS:
+        raise ValueError(f"json_schema at {path}: `minItems` is {lo}; at most {MAX_ITEMS} items are laid out")
     n = max(lo, min(DEFAULT_ITEMS if hi is None else hi, DEFAULT_ITEMS))
     out.text("[")
     for i in range(n):
         if i:
             out.text(", ")
-        _compile(schema["items"], f"{path}[{i}]", out)
+        _compile(schema["items"], f"{path}[{i}]", out, depth + 1)
     out.text("]")
 
 
@@ -144,8 +165,10 @@ def _choice(schema: dict, path: str, out: Layout) -> None:
     values = [schema["const"]] if "const" in schema else schema["enum"]
     if not isinstance(values, list) or not values:
         raise ValueError(f"json_schema at {path}: `enum` must be a non-empty list")
+    if len(values) > MAX_ENUM:
+        raise ValueError(f"json_schema at {path}: `enum` has {len(values)} values; at most {MAX_ENUM}")
     for v in values:
-        if isinstance(v, dict | list) or (isinstance(v, float) and not math.isfinite(v)):
+        if isinstance(v, dict | list) or (isinstance(v, int | float) and not _finite(v, MAX_ABS_NUMBER)):
             raise ValueError(f"json_schema at {path}: enum values must be strings, numbers, booleans or null")
         if "type" in schema and not _is_type(v, schema["type"]):
             raise ValueError(f"json_schema at {path}: enum value {v!r} is not of type {schema['type']}")
@@ -156,18 +179,31 @@ def _choice(schema: dict, path: str, out: Layout) -> None:
         out.parts.append(Slot("choice", schema, options, path))
 
 
-def _bounds(schema: dict, path: str, low: str, high: str, integer: bool) -> tuple[Any, Any]:
+def _finite(v: Any, limit: float) -> bool:
+    """A number whose magnitude is at most `limit` (huge integers and floats, inf and nan are not)."""
+    try:
+        return math.isfinite(float(v)) and abs(v) <= limit
+    except OverflowError:
+        return False
+
+
+def _bounds(
+    schema: dict, path: str, low: str, high: str, integer: bool, limit: float = MAX_ABS_NUMBER
+) -> tuple[Any, Any]:
     values = []
     for key in (low, high):
         v = schema.get(key)
         ok = v is None or (
             isinstance(v, int | float)
             and not isinstance(v, bool)
-            and math.isfinite(v)
+            and _finite(v, limit)
             and (not integer or v == int(v))
         )
         if not ok:
-            raise ValueError(f"json_schema at {path}: `{key}` must be a {'whole ' if integer else ''}number")
+            kind = "whole number" if integer else "number"
+            raise ValueError(
+                f"json_schema at {path}: `{key}` must be a {kind} of magnitude at most {limit:g}"
+            )
         values.append(None if v is None else (int(v) if integer else v))
     if values[0] is not None and values[1] is not None and values[0] > values[1]:
         raise ValueError(f"json_schema at {path}: `{low}` is greater than `{high}`")

@@ -3,19 +3,31 @@
 A checkpoint is a directory `step-NNNNNNN/` holding `model.safetensors` (trainable tensors),
 `optimizer.safetensors` (AdamW moments and step counts) and `state.json` (step, metrics, config).
 It is written into a temporary directory and renamed into place, so a kill at any moment leaves
-either the previous checkpoint or the new one, never half of one. `latest` names the newest.
+either the previous checkpoint or the new one, never half of one. `latest` names the newest; the
+last `keep` checkpoints stay on disk. On resume a checkpoint that cannot be read (a disk that lost
+data, a truncated copy) falls back to the one before it with a notice; a `latest` pointer that names
+no checkpoint is an error, never a silent restart from step 0.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+STEP_DIR = re.compile(r"step-\d{7}")
+DEFAULT_KEEP = 3
+
+
+class CheckpointReadError(ValueError):
+    """A training checkpoint cannot be used; the message names the file."""
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer, names: dict[int, str]) -> dict[str, torch.Tensor]:
@@ -38,8 +50,10 @@ def save(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     state: dict[str, Any],
+    keep: int = DEFAULT_KEEP,
 ) -> Path:
-    """Write checkpoint `step` under `directory` atomically and point `latest` at it."""
+    """Write checkpoint `step` under `directory` atomically, point `latest` at it, and delete all
+    but the newest `keep` checkpoints."""
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"step-{step:07d}"
     tmp = directory / f".tmp-step-{step:07d}-{os.getpid()}"
@@ -58,26 +72,96 @@ def save(
     pointer = directory / ".latest.tmp"
     pointer.write_text(final.name)
     os.replace(pointer, directory / "latest")
+    for old in _step_dirs(directory)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
     return final
 
 
+def _step_dirs(directory: Path) -> list[Path]:
+    """Complete checkpoint directories, oldest first."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.is_dir() and STEP_DIR.fullmatch(p.name))
+
+
 def latest(directory: Path) -> Path | None:
+    """The checkpoint `latest` names; None when the run has none. A pointer naming no checkpoint
+    directory is a CheckpointReadError."""
     pointer = directory / "latest"
     if not pointer.is_file():
+        dirs = _step_dirs(directory)  # killed between the first rename and its pointer
+        return dirs[-1] if dirs else None
+    try:
+        name = pointer.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as err:
+        raise CheckpointReadError(f"{pointer} cannot be read ({err}); fix or delete it") from None
+    if not STEP_DIR.fullmatch(name) or not (directory / name).is_dir():
+        raise CheckpointReadError(
+            f"{pointer} names {name[:60]!r}, which is not a checkpoint in {directory}; "
+            "fix the pointer (e.g. to the newest step-NNNNNNN) or delete it to restart"
+        )
+    return directory / name
+
+
+def load_latest(
+    directory: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    notice: Callable[[str], None],
+) -> dict[str, Any] | None:
+    """Restore the newest readable checkpoint, falling back to older ones (each skip reported through
+    `notice`); None when there is none. CheckpointReadError when none of them can be read."""
+    first = latest(directory)
+    if first is None:
         return None
-    path = directory / pointer.read_text().strip()
-    return path if (path / "state.json").is_file() else None
+    candidates = [first] + [p for p in reversed(_step_dirs(directory)) if p.name < first.name]
+    problems = []
+    for path in candidates:
+        try:
+            return load(path, model, optimizer)
+        except CheckpointReadError as err:
+            problems.append(str(err))
+            later = candidates[len(problems)] if len(problems) < len(candidates) else None
+            if later is not None:
+                notice(f"dgemma: {err}; resuming from {later.name} instead")
+    raise CheckpointReadError(f"no readable checkpoint in {directory}: {problems[0]}")
+
+
+def _read(path: Path, what: str, reader):
+    try:
+        return reader(path)
+    except FileNotFoundError:
+        raise CheckpointReadError(f"{path} is missing ({what})") from None
+    except Exception as err:  # safetensors and json raise their own types for damaged files
+        raise CheckpointReadError(f"{path} is damaged ({what}): {str(err).splitlines()[0][:120]}") from None
 
 
 def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore model and optimizer from checkpoint `path`; returns its state.json."""
+    """Restore model and optimizer from checkpoint `path`; returns its state.json. Every file is read
+    and checked before anything is changed, so a damaged checkpoint leaves the model as it was."""
+    state = _read(path / "state.json", "training state", lambda p: json.loads(p.read_text(encoding="utf-8")))
+    if (
+        not isinstance(state, dict)
+        or not isinstance(state.get("step"), int)
+        or not isinstance(state.get("metrics"), list)
+    ):
+        raise CheckpointReadError(f"{path / 'state.json'} is damaged (training state): no step or metrics")
+    weights = _read(path / "model.safetensors", "weights", load_file)
+    tensors = _read(path / "optimizer.safetensors", "optimizer state", load_file)
     params = dict(model.named_parameters())
+    for name, tensor in weights.items():
+        if name not in params:
+            raise CheckpointReadError(
+                f"{path / 'model.safetensors'} has tensor {name}, which the model lacks"
+            )
+        if tensor.shape != params[name].shape:
+            raise CheckpointReadError(
+                f"{path / 'model.safetensors'}: {name} has shape {tuple(tensor.shape)}, "
+                f"the model {tuple(params[name].shape)}"
+            )
     with torch.no_grad():
-        for name, tensor in load_file(path / "model.safetensors").items():
-            if name not in params:
-                raise ValueError(f"checkpoint {path} has tensor {name}, which the model lacks")
+        for name, tensor in weights.items():
             params[name].copy_(tensor)
-    tensors = load_file(path / "optimizer.safetensors")
     names = _param_names(optimizer, model)
     opt_state = optimizer.state_dict()
     opt_state["state"] = {}
@@ -88,4 +172,4 @@ def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -
         if entry:
             opt_state["state"][param_id] = entry
     optimizer.load_state_dict(opt_state)
-    return json.loads((path / "state.json").read_text())
+    return state

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -101,10 +102,12 @@ def train(
     pad_id: int,
     on_log: Callable[[dict], None] | None = None,
     stop_after: int | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Train `model` in place, resuming from `out_dir`'s latest checkpoint if there is one.
+    """Train `model` in place, resuming from `out_dir`'s latest readable checkpoint if there is one.
 
-    `stop_after` ends the call after that many steps of this call (a run can then be resumed).
+    `stop_after` ends the call after that many steps of this call (a run can then be resumed);
+    `notice` receives a line for each damaged checkpoint skipped on resume.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     model.train().requires_grad_(True)
@@ -115,9 +118,10 @@ def train(
             layer.router.requires_grad_(False)
     optimizer = _optimizer(model, config)
     step, metrics = 0, []
-    if (last := checkpoint.latest(out_dir / "checkpoints")) is not None:
-        state = checkpoint.load(last, model, optimizer)
+    state = checkpoint.load_latest(out_dir / "checkpoints", model, optimizer, notice=notice or _stderr)
+    if state is not None:
         step, metrics = state["step"], state["metrics"]
+    last = None if state is None else out_dir / "checkpoints" / f"step-{step:07d}"
     device = model.device
     end = config.steps if stop_after is None else min(config.steps, step + stop_after)
     window: list[tuple[float, float, float, int]] = []
@@ -174,6 +178,10 @@ def _summarize(window, step: int, lr: float, seconds: float) -> dict:
         "lr": lr,
         "tokens_per_s": sum(w[3] for w in window) / max(seconds, 1e-9),
     }
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def _write_metrics(out_dir: Path, metrics: list[dict]) -> None:
