@@ -230,6 +230,14 @@ def evaluate(
     by_difficulty = {
         d.value: rate([lab == d.value for lab in labels]) for d in sudoku.Difficulty if d.value in labels
     }
+    known = [getattr(p, "solution", None) for p in puzzles]
+    cells = [
+        i < len(g) and g[i] == sol[i]
+        for t, g, sol in zip(texts, result.grids, known, strict=True)
+        if sol
+        for i, ch in enumerate(t)
+        if ch == "0"
+    ]
     return {
         "mode": options.mode.value,
         "clamp_givens": options.clamp_givens,
@@ -239,6 +247,8 @@ def evaluate(
         "solve_rate": sum(solved) / len(puzzles),
         "by_givens": by_givens,
         "by_difficulty": by_difficulty,
+        # blank cells equal to the known unique solution (puzzles whose solution is known)
+        "blank_cell_accuracy": sum(cells) / len(cells) if cells else None,
         "mean_steps": sum(result.steps) / len(puzzles),
         "mean_attempts": sum(result.attempts) / len(puzzles),
         "puzzles_per_s": len(puzzles) / result.seconds,
