@@ -7,6 +7,7 @@ that keeps every given.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -74,11 +75,14 @@ def train_sudoku(
     tok_dir = spec.out_dir / "run" / "tokenizer"
     tok_dir.mkdir(parents=True, exist_ok=True)
     fmt.tokenizer.save(str(tok_dir / "tokenizer.json"))
+    shutil.copy2(CHAT_TEMPLATE, tok_dir / "chat_template.jinja")
     export(model, spec.out_dir / "model", DEFAULT_SAMPLER, config_json, tok_dir, max_new_tokens=CANVAS_LENGTH)
     return result
 
 
 BUNDLED = Path(__file__).resolve().parents[1] / "assets" / "sudoku"
+# the chat format of every Sudoku model: the puzzle as the user turn, the grid as the answer
+CHAT_TEMPLATE = Path(__file__).resolve().parents[1] / "tasks" / "sudoku_chat_template.jinja"
 
 
 def bundled_model() -> Path:

@@ -32,7 +32,7 @@ def full_response(job: Job, rid: str, created: int, choices: list[ChoiceText]) -
         items = [
             {
                 "index": i,
-                "message": {"role": "assistant", "content": c.text},
+                "message": {"role": "assistant", "content": c.text, "refusal": None},
                 "finish_reason": c.finish_reason,
                 "logprobs": None,
             }
@@ -63,25 +63,26 @@ class ChunkWriter:
         self.object = "chat.completion.chunk" if job.kind == "chat" else "text_completion"
 
     def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-        return {
+        chunk = {
             "id": self.rid,
             "object": self.object,
             "created": self.created,
             "model": self.job.model,
             "choices": choices,
-            **extra,
         }
+        if self.job.include_usage:  # the spec: null on every chunk but the last one
+            chunk["usage"] = None
+        return {**chunk, **extra}
 
     def role(self, index: int) -> dict[str, Any]:
         """The first chunk of a chat choice: the assistant role, no content yet."""
-        return self._chunk(
-            [{"index": index, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
-        )
+        delta = {"role": "assistant", "content": "", "refusal": None}
+        return self._chunk([{"index": index, "delta": delta, "finish_reason": None, "logprobs": None}])
 
     def content(self, index: int, text: str, finish_reason: str | None = None) -> dict[str, Any]:
         if self.job.kind == "chat":
             delta = {"content": text} if text else {}
-            choice = {"index": index, "delta": delta, "finish_reason": finish_reason}
+            choice = {"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
         else:
             choice = {"index": index, "text": text, "finish_reason": finish_reason, "logprobs": None}
         return self._chunk([choice])
@@ -89,7 +90,7 @@ class ChunkWriter:
     def draft(self, index: int, draft: dict[str, Any]) -> dict[str, Any]:
         """A denoising-step draft: an empty delta plus a `draft` field that OpenAI clients ignore."""
         if self.job.kind == "chat":
-            choice = {"index": index, "delta": {}, "finish_reason": None, "draft": draft}
+            choice = {"index": index, "delta": {}, "finish_reason": None, "logprobs": None, "draft": draft}
         else:
             choice = {"index": index, "text": "", "finish_reason": None, "logprobs": None, "draft": draft}
         return self._chunk([choice])

@@ -1,0 +1,158 @@
+"""Response shapes of OpenAI's published API spec (openai-openapi, components/schemas), written out
+as JSON Schema for the fields the spec requires: names, types, nullability and enums. Extensions
+(drafts, diffusion usage figures) are additive, so extra properties are allowed everywhere."""
+
+from __future__ import annotations
+
+NULLABLE_STR = {"type": ["string", "null"]}
+FINISH = {"enum": ["stop", "length", "tool_calls", "content_filter", "function_call"]}
+USAGE = {
+    "type": "object",
+    "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
+    "properties": {k: {"type": "integer"} for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
+}
+HEAD = {
+    "id": {"type": "string"},
+    "created": {"type": "integer"},
+    "model": {"type": "string"},
+    "system_fingerprint": NULLABLE_STR,
+}
+
+CHAT_COMPLETION = {  # CreateChatCompletionResponse
+    "type": "object",
+    "required": ["id", "choices", "created", "model", "object"],
+    "properties": {
+        **HEAD,
+        "object": {"const": "chat.completion"},
+        "usage": USAGE,
+        "choices": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["finish_reason", "index", "message", "logprobs"],
+                "properties": {
+                    "finish_reason": FINISH,
+                    "index": {"type": "integer"},
+                    "logprobs": {"type": ["object", "null"]},
+                    "message": {  # ChatCompletionResponseMessage
+                        "type": "object",
+                        "required": ["content", "refusal", "role"],
+                        "properties": {
+                            "content": NULLABLE_STR,
+                            "refusal": NULLABLE_STR,
+                            "role": {"const": "assistant"},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+CHAT_CHUNK = {  # CreateChatCompletionStreamResponse
+    "type": "object",
+    "required": ["id", "choices", "created", "model", "object"],
+    "properties": {
+        **HEAD,
+        "object": {"const": "chat.completion.chunk"},
+        "usage": {"anyOf": [USAGE, {"type": "null"}]},
+        "choices": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["delta", "finish_reason", "index"],
+                "properties": {
+                    "delta": {  # ChatCompletionStreamResponseDelta
+                        "type": "object",
+                        "properties": {
+                            "content": NULLABLE_STR,
+                            "refusal": NULLABLE_STR,
+                            "role": {"enum": ["developer", "system", "user", "assistant", "tool"]},
+                        },
+                    },
+                    "finish_reason": {"anyOf": [FINISH, {"type": "null"}]},
+                    "index": {"type": "integer"},
+                    "logprobs": {"type": ["object", "null"]},
+                },
+            },
+        },
+    },
+}
+
+COMPLETION = {  # CreateCompletionResponse
+    "type": "object",
+    "required": ["id", "choices", "created", "model", "object"],
+    "properties": {
+        **HEAD,
+        "object": {"const": "text_completion"},
+        "usage": USAGE,
+        "choices": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["finish_reason", "index", "logprobs", "text"],
+                "properties": {
+                    "finish_reason": {"enum": ["stop", "length", "content_filter"]},
+                    "index": {"type": "integer"},
+                    "logprobs": {"type": ["object", "null"]},
+                    "text": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+
+COMPLETION_CHUNK = {  # the spec streams CreateCompletionResponse objects; finish_reason is null until the end
+    **COMPLETION,
+    "properties": {
+        **COMPLETION["properties"],
+        "usage": {"anyOf": [USAGE, {"type": "null"}]},
+        "choices": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["finish_reason", "index", "logprobs", "text"],
+                "properties": {
+                    "finish_reason": {"enum": ["stop", "length", "content_filter", None]},
+                    "index": {"type": "integer"},
+                    "logprobs": {"type": ["object", "null"]},
+                    "text": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+
+MODEL = {  # Model
+    "type": "object",
+    "required": ["id", "object", "created", "owned_by"],
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"const": "model"},
+        "created": {"type": "integer"},
+        "owned_by": {"type": "string"},
+    },
+}
+
+MODELS = {  # ListModelsResponse
+    "type": "object",
+    "required": ["object", "data"],
+    "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": MODEL}},
+}
+
+ERROR = {  # ErrorResponse
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "param", "type"],
+            "properties": {
+                "code": NULLABLE_STR,
+                "message": {"type": "string"},
+                "param": NULLABLE_STR,
+                "type": {"type": "string"},
+            },
+        }
+    },
+}
