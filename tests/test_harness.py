@@ -265,3 +265,16 @@ def test_run_suite_appends_as_it_goes(model, tmp_path):
     assert [r["accepted"] for r in seen] == [True, False]
     again = run_suite(spec, TASKS[:2], {"local": None}, tmp_path)  # nothing left to measure: target unused
     assert len(again) == 2
+
+
+def test_sudoku_file_suite(tmp_path):
+    from dgemma.harness.suites import load_suite
+
+    f = tmp_path / "p.txt"
+    ps = sudoku.heldout_puzzles(3)
+    f.write_text("# puzzles\n" + "".join(p.puzzle.replace("0", ".") + "\n" for p in ps))
+    tasks = load_suite(f"sudoku:{f}")
+    assert [t.checker["puzzle"] for t in tasks] == [p.puzzle for p in ps]
+    assert tasks[0].prompt == f"<bos>{ps[0].puzzle}<sep>" and tasks[0].meta["givens"] == ps[0].num_givens
+    with pytest.raises(ValueError, match="no such file"):
+        load_suite(f"sudoku:{tmp_path / 'none.txt'}")

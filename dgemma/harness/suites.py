@@ -11,7 +11,7 @@ One task per line:
      "settings": {"max_denoising_steps": 32},      # optional diffusion sampler settings
      "checker": {"type": "exact", ...}}            # see dgemma.harness.checkers
 
-Built-in: `sudoku` (held-out puzzles, generated), `json`, `infill`, `mixed` (files next to this module).
+Built-in: `sudoku` (held-out puzzles, generated), `sudoku:FILE` (a puzzle file), `json`, `infill`, `mixed` (files next to this module).
 """
 
 from __future__ import annotations
@@ -74,7 +74,11 @@ class Task:
 def load_suite(name: str, limit: int | None = None, seed: int = 0) -> list[Task]:
     """A built-in suite by name, or a JSONL file; ValueError naming the first bad line."""
     if name == "sudoku":
-        tasks = sudoku_suite(limit or 100, seed)
+        tasks = sudoku_suite([p.puzzle for p in sudoku.heldout_puzzles(limit or 100, seed=seed)])
+    elif name.startswith("sudoku:"):  # a puzzle file (see dgemma.tasks.sudoku.files)
+        from dgemma.tasks.sudoku.files import read_puzzles
+
+        tasks = sudoku_suite([p.puzzle for p in read_puzzles(Path(name.split(":", 1)[1]))])
     else:
         path = SUITES_DIR / f"{name}.jsonl" if name in BUILTIN else Path(name)
         if not path.is_file():
@@ -92,18 +96,18 @@ def load_suite(name: str, limit: int | None = None, seed: int = 0) -> list[Task]
     return tasks[:limit] if limit else tasks
 
 
-def sudoku_suite(n: int, seed: int = 0) -> list[Task]:
-    """Held-out puzzles (22-35 givens) in the bundled model's format: `<bos>` puzzle `<sep>` -> 81 digits."""
+def sudoku_suite(puzzles: list[str]) -> list[Task]:
+    """Puzzles in the Sudoku model's format: `<bos>` puzzle `<sep>` -> 81 digits (any valid solution counts)."""
     return [
         Task(
             id=f"sudoku-{i}",
-            prompt=f"<bos>{p.puzzle}<sep>",
+            prompt=f"<bos>{p}<sep>",
             raw=True,
             max_tokens=82,
-            checker={"type": "sudoku", "puzzle": p.puzzle},
-            meta={"givens": p.num_givens},
+            checker={"type": "sudoku", "puzzle": p},
+            meta={"givens": sum(ch != "0" for ch in p)},
         )
-        for i, p in enumerate(sudoku.heldout_puzzles(n, seed=seed))
+        for i, p in enumerate(puzzles)
     ]
 
 
