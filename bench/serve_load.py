@@ -123,7 +123,7 @@ def probe_memory(batch: int, batched_sampler: bool) -> dict:
     from dgemma.engine.request import Request
     from dgemma.model.init import init_model
     from dgemma.sampling.entropy_bound import token_entropy
-    from dgemma.tasks.sudoku_data import model_config
+    from dgemma.tasks.sudoku.format import model_config
 
     torch.set_num_threads(2)
     cfg = model_config()

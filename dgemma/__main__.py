@@ -1,5 +1,5 @@
 import sys
 
-from dgemma.cli import main
+from dgemma.cli.main import main
 
 sys.exit(main())

@@ -1,5 +1,5 @@
 """Sudoku in one place: grids and the checker (`grid`), random puzzles (`generate`), puzzle files
-(`files`), puzzle checks before any model work. Used by training data, the solver app, demos and benchmarks alike."""
+(`files`), the model's token format and chat template (`format`), puzzle checks before any model work. Used by training data, the solver app, demos and benchmarks alike."""
 
 from dgemma.tasks.sudoku.generate import (
     MAX_GIVENS,

@@ -1,7 +1,7 @@
 """Sudoku grids: the 81-character text format, the checker, a solution counter, and difficulty analysis.
 
 A grid is 81 cells in row-major order; 0 is a blank. Nothing here is random: generation lives in
-`generate.py`, the language-model format in `dgemma.tasks.sudoku_data`.
+`generate.py`, the language-model format in `format.py`.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from dgemma.cli_common import (
+from dgemma.cli.common import (
     add_sampler_flags,
     add_train_flags,
     sampler_overrides,
@@ -113,10 +113,10 @@ def _demo(args: argparse.Namespace) -> int:
 
     import dgemma
     from dgemma.apps.sudoku import evaluate, solver_requests
-    from dgemma.apps.sudoku_view import watch
+    from dgemma.apps.sudoku.view import watch
     from dgemma.engine.diffusion import run_diffusion
     from dgemma.tasks import sudoku
-    from dgemma.tasks.sudoku_data import SudokuFormat
+    from dgemma.tasks.sudoku.format import SudokuFormat
 
     model = dgemma.load(_model_dir(args.model))
     console = Console()

@@ -1,88 +1,31 @@
-"""Sudoku workflows: train the small DiffusionGemma (or its AR baseline), evaluate it, solve puzzles.
+"""Solving Sudoku with the model: solver modes, engine requests, evaluation, the bundled model.
 
-Evaluation reports what the issue asks: solve rate overall and by number of givens, mean
-denoising steps, puzzles per second. A puzzle counts as solved when the output is a valid grid
-that keeps every given.
+Modes are reported separately, never mixed in one number: the headline (givens clamped in the
+canvas, the diffusion sampler, no rule-based help), `candidates`, `verify_retries`, and AR decoding.
+Evaluation reports the solve rate overall, by givens bucket and by difficulty label, with mean
+denoising steps, attempts and puzzles per second; any valid completion that keeps every given counts.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from dgemma.api import Model, load
-from dgemma.config import ModelConfig, SamplerConfig
+from dgemma.api import Model
+from dgemma.config import SamplerConfig
 from dgemma.engine.diffusion import run_diffusion
 from dgemma.engine.events import DoneEvent
-from dgemma.model.init import init_model
 from dgemma.tasks import sudoku
-from dgemma.tasks.sudoku_data import (
-    CANVAS_LENGTH,
-    SudokuData,
-    SudokuFormat,
-    build_pool,
-    build_tokenizer,
-    model_config,
-)
-from dgemma.train.export import export
-from dgemma.train.trainer import TrainConfig, TrainResult, train
+from dgemma.tasks.sudoku.format import CANVAS_LENGTH, SudokuFormat
 
 # the reference defaults: in a sweep on held-out puzzles they beat shorter, colder schedules
 DEFAULT_SAMPLER = SamplerConfig()
 
 
-@dataclass(frozen=True)
-class SudokuTrainSpec:
-    out_dir: Path
-    train: TrainConfig
-    pool_size: int = 20000
-    givens: tuple[int, int] = (22, 50)
-    hidden_size: int = 128
-    num_layers: int = 6
-    num_experts: int = 8
-    init_from: Path | None = None  # continue from an exported model instead of random weights
-    device: str = "cpu"
-
-
-def training_pool(
-    spec: SudokuTrainSpec, progress: Callable[[int], None] | None = None
-) -> list[sudoku.Puzzle]:
-    """The run's puzzle pool: generated once (in parallel) and kept in `out_dir/run/`."""
-    lo, hi = spec.givens
-    cache = spec.out_dir / "run" / f"pool-{spec.train.seed}-{spec.pool_size}-{lo}-{hi}.txt"
-    return build_pool(spec.train.seed, spec.pool_size, spec.givens, cache=cache, progress=progress)
-
-
-def train_sudoku(
-    spec: SudokuTrainSpec, on_log: Callable[[dict], None] | None = None, stop_after: int | None = None
-):
-    """Train (resuming if `out_dir/run` has checkpoints) and export to `out_dir/model`."""
-    fmt = SudokuFormat(build_tokenizer())
-    config_json = model_config(spec.hidden_size, spec.num_layers, spec.num_experts)
-    if spec.init_from is not None:
-        model = load(spec.init_from, dtype="float32", device=spec.device).model
-    else:
-        model = init_model(ModelConfig.from_hf(config_json), seed=spec.train.seed, device=spec.device)
-    data = SudokuData(fmt, spec.train.seed, training_pool(spec))
-    result: TrainResult = train(
-        model, data, spec.train, spec.out_dir / "run", pad_id=0, on_log=on_log, stop_after=stop_after
-    )
-    tok_dir = spec.out_dir / "run" / "tokenizer"
-    tok_dir.mkdir(parents=True, exist_ok=True)
-    fmt.tokenizer.save(str(tok_dir / "tokenizer.json"))
-    shutil.copy2(CHAT_TEMPLATE, tok_dir / "chat_template.jinja")
-    export(model, spec.out_dir / "model", DEFAULT_SAMPLER, config_json, tok_dir, max_new_tokens=CANVAS_LENGTH)
-    return result
-
-
-BUNDLED = Path(__file__).resolve().parents[1] / "assets" / "sudoku"
-# the chat format of every Sudoku model: the puzzle as the user turn, the grid as the answer
-CHAT_TEMPLATE = Path(__file__).resolve().parents[1] / "tasks" / "sudoku_chat_template.jinja"
+BUNDLED = Path(__file__).resolve().parents[2] / "assets" / "sudoku"
 
 
 def bundled_model() -> Path:

@@ -12,7 +12,7 @@ from rich.text import Text
 
 from dgemma.engine.events import CommitEvent, DoneEvent, DraftEvent, Event
 from dgemma.tasks import sudoku
-from dgemma.tasks.sudoku_data import SudokuFormat
+from dgemma.tasks.sudoku.format import SudokuFormat
 
 
 def grid_text(puzzle: str, draft: str, previous: str) -> Text:

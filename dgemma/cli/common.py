@@ -7,12 +7,12 @@ import argparse
 import dataclasses
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dgemma.config import SamplerConfig
-from dgemma.train.lora import DEFAULT_TARGETS
-from dgemma.train.objective import ObjectiveConfig
-from dgemma.train.trainer import TrainConfig, TrainResult
+
+if TYPE_CHECKING:  # the trainer imports torch; the parser must not
+    from dgemma.train.trainer import TrainConfig, TrainResult
 
 EXIT_USAGE = 2
 
@@ -60,13 +60,22 @@ def add_train_flags(
     g.add_argument("--freeze-router", action="store_true")
     g.add_argument("--lora-rank", type=int, default=0, help="LoRA rank (0: full fine-tuning)")
     g.add_argument("--lora-alpha", type=float, default=16.0)
-    g.add_argument("--lora-targets", default=",".join(DEFAULT_TARGETS), help="comma-separated module names")
+    g.add_argument(
+        "--lora-targets",
+        default=None,
+        help="comma-separated module names (default: attention and MLP projections)",
+    )
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     g.add_argument("--device", default="cpu", help="where to train, e.g. cpu or cuda")
     g.add_argument("--checkpoint-every", type=int, default=50)
 
 
 def train_config(args: argparse.Namespace, encoder_only: bool = False) -> TrainConfig:
+    from dgemma.train.lora import DEFAULT_TARGETS
+    from dgemma.train.objective import ObjectiveConfig
+    from dgemma.train.trainer import TrainConfig
+
+    targets = DEFAULT_TARGETS if args.lora_targets is None else args.lora_targets.split(",")
     return TrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
@@ -78,7 +87,7 @@ def train_config(args: argparse.Namespace, encoder_only: bool = False) -> TrainC
         freeze_router=args.freeze_router,
         lora_rank=args.lora_rank,
         lora_alpha=args.lora_alpha,
-        lora_targets=tuple(t.strip() for t in args.lora_targets.split(",") if t.strip()),
+        lora_targets=tuple(t.strip() for t in targets if t.strip()),
         encoder_only=encoder_only,
         checkpoint_every=args.checkpoint_every,
         log_every=1,

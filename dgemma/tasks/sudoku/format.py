@@ -1,27 +1,21 @@
-"""Sudoku as a language-model task: the tokenizer, the prompt/canvas format, and the training data.
+"""Sudoku as a language-model task: the tokenizer, the prompt/canvas format, the model config, and
+the chat template.
 
 A prompt is `<bos>`, the 81 puzzle characters ('0' for blanks) and `<sep>`; the response is the 81
-solution digits and `<eos>`, which fills exactly one 82-token canvas. Training examples are random
-symmetries of a pool of generated puzzles (see `sudoku.transform`), drawn deterministically by index.
-Half of them keep their givens clean in the canvas (never corrupted, no loss), matching the
-solver's `clamp_givens`; the other half see their givens only in the prompt.
+solution digits and `<eos>`, which fills exactly one 82-token canvas. The chat template takes the
+puzzle as the user turn (whitespace ignored, '.' for blanks allowed) and writes the same prompt.
 """
 
 from __future__ import annotations
 
-import os
-import random
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from functools import partial
 from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
 from dgemma.config.model import MINIMAL_VISION_CONFIG
-from dgemma.tasks import sudoku
-from dgemma.train.batch import Example
+from dgemma.tasks.sudoku import grid as sudoku
 
+CHAT_TEMPLATE = Path(__file__).with_name("chat_template.jinja")
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<sep>"]
 VOCAB = SPECIALS + list("0123456789")
 CANVAS_LENGTH = sudoku.SIZE + 1  # 81 digits and <eos>
@@ -57,56 +51,6 @@ class SudokuFormat:
     def grid(self, token_ids: list[int]) -> str:
         """The first 81 characters the ids decode to (shorter if the model stopped early)."""
         return self.tokenizer.decode(token_ids, skip_special_tokens=True)[: sudoku.SIZE]
-
-
-def build_pool(
-    seed: int,
-    size: int,
-    givens: tuple[int, int] = (22, 50),
-    cache: Path | None = None,
-    progress: Callable[[int], None] | None = None,
-    workers: int | None = None,
-) -> list[sudoku.Puzzle]:
-    """Training puzzles 0..size-1 of the seeded stream, generated in parallel processes; with `cache`
-    they are read from (or written atomically to) that file, one `puzzle,solution` line each."""
-    if cache is not None and cache.is_file():
-        lines = cache.read_text().split()
-        if len(lines) == size:
-            return [sudoku.Puzzle(*line.split(",")) for line in lines]
-    pool: list[sudoku.Puzzle] = []
-    with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1) as ex:
-        make = partial(sudoku.train_puzzle, seed, givens=givens)
-        for p in ex.map(make, range(size), chunksize=64):
-            pool.append(p)
-            if progress:
-                progress(len(pool))
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        tmp.write_text("".join(f"{p.puzzle},{p.solution}\n" for p in pool))
-        os.replace(tmp, cache)
-    return pool
-
-
-class SudokuData:
-    """Training examples by index: random symmetries of a pool of generated puzzles (each from its
-    own randomly searched grid)."""
-
-    def __init__(self, fmt: SudokuFormat, seed: int, pool: list[sudoku.Puzzle], clamped_share: float = 0.5):
-        if not pool:
-            raise ValueError("the training pool is empty")
-        self.fmt, self.seed, self.clamped_share, self.pool = fmt, seed, clamped_share, pool
-
-    def examples(self, index: int, count: int) -> list[Example]:
-        rng = random.Random(f"dgemma-sudoku-batch-{self.seed}-{index}")
-        out = []
-        for _ in range(count):
-            p = sudoku.transform(rng.choice(self.pool), rng)
-            clean: tuple[int, ...] = ()
-            if rng.random() < self.clamped_share:  # givens and <eos> clean in the canvas, as clamping does
-                clean = (*(i for i, ch in enumerate(p.puzzle) if ch != "0"), sudoku.SIZE)
-            out.append(Example(self.fmt.prompt(p.puzzle), self.fmt.response(p.solution), clean))
-        return out
 
 
 def model_config(

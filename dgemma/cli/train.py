@@ -1,0 +1,47 @@
+"""`dgemma train`: fine-tune a checkpoint on JSONL data, with a progress bar, a loss plot and an export."""
+
+from __future__ import annotations
+
+import argparse
+
+from dgemma.cli.common import add_train_flags, train_config, train_with_progress
+
+
+def add_parser(sub) -> None:
+    tr = sub.add_parser("train", help="fine-tune a checkpoint on JSONL data (prompt/response or messages)")
+    tr.add_argument("--model", required=True, help="checkpoint directory to start from")
+    tr.add_argument("--data", required=True, help="JSONL file: {prompt, response} or {messages} per line")
+    tr.add_argument("--out", required=True, help="run directory: checkpoints, metrics, loss.png, model/")
+    add_train_flags(tr, steps=100, batch_size=8, lr=1e-4, warmup=10, ar_weight=1.0)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import dgemma
+    from dgemma.config.files import read_json
+    from dgemma.train.data import ShuffledData, read_jsonl
+    from dgemma.train.export import export
+    from dgemma.train.trainer import train
+
+    config = train_config(args)
+    model = dgemma.load(args.model, dtype="float32", device=args.device)
+    if model.codec is None:
+        raise ValueError(f"{args.model} has no tokenizer.json; training data is text")
+    eos = model.defaults.eos_token_ids
+    if not eos:
+        raise ValueError(f"{args.model} defines no end-of-sequence token")
+    examples = read_jsonl(Path(args.data), model.codec, eos[0], model.config.max_position_embeddings)
+    data = ShuffledData(examples, args.seed)
+    out = Path(args.out)
+    pad = model.config.pad_token_id or 0
+    result = train_with_progress(
+        lambda log: train(model.model, data, config, out, pad, on_log=log), config.steps, out
+    )
+    source = Path(args.model)
+    config_json = read_json(source / "config.json")
+    export(
+        model.model, out / "model", model.sampler_defaults, config_json, source, model.defaults.max_new_tokens
+    )
+    print(f"step {result.step}: loss {result.metrics[-1]['loss']:.4f}; model in {out / 'model'}")
+    return 0
