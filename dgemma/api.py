@@ -6,7 +6,6 @@ requests go to the diffusion or autoregressive loop, and completions come back a
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -25,6 +24,7 @@ from dgemma.engine.events import DoneEvent, Event
 from dgemma.engine.passes import decode_rows, encode_rows
 from dgemma.engine.request import Request
 from dgemma.engine.results import Completion, FinishReason, RowStats
+from dgemma.generation.prompts import seeds_for
 from dgemma.model import DiffusionGemma, load_model
 from dgemma.structured.generate import DEFAULT_ROUNDS, JsonJob, plan_json, run_json
 from dgemma.structured.slots import DEFAULT_STRING_TOKENS
@@ -119,7 +119,7 @@ class Model:
         """Engine requests for prompts; sampler settings not given come from generation_config.json."""
         ids = self.tokenize(prompts, raw)
         sampler = self.sampler_defaults.replace(**sampler_overrides)
-        seeds = _seeds(seed, len(ids))
+        seeds = seeds_for(seed, len(ids))
         max_new = self.defaults.max_new_tokens if max_new_tokens is None else max_new_tokens
         eos = self.defaults.eos_token_ids if eos_token_ids is None else tuple(int(t) for t in eos_token_ids)
         return [Request(p, max_new, sampler, s, eos, temperature) for p, s in zip(ids, seeds, strict=True)]
@@ -294,18 +294,6 @@ def _as_prompt_list(prompts: Any) -> list[Any]:
     if isinstance(first, int | dict):  # one token-id prompt, or one chat
         return [list(prompts)]
     return list(prompts)
-
-
-def _seeds(seed: int | Sequence[int] | None, n: int) -> list[int]:
-    if seed is None:
-        base = secrets.randbits(63)
-        return [base + i for i in range(n)]
-    if isinstance(seed, int) and not isinstance(seed, bool):
-        return [seed + i for i in range(n)]
-    seeds = list(seed)
-    if len(seeds) != n or not all(isinstance(s, int) for s in seeds):
-        raise ValueError(f"`seed` must be an int or a list of {n} ints")
-    return seeds
 
 
 def _ragged(input_ids: Any, attention_mask: torch.Tensor | None) -> tuple[list[list[int]], torch.Tensor]:

@@ -13,8 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dgemma.engine.diffusion import run_diffusion
-from dgemma.engine.events import DoneEvent
+from dgemma.generation.run import complete
 
 Model = Any  # a dgemma.Model; this module sits below the API and does not import it
 
@@ -51,14 +50,13 @@ def infill(
     banned = tuple(sorted(codec.special_ids() | set(model.defaults.eos_token_ids)))
     base = model.requests([prompt], max_new_tokens=1, seed=seed, eos_token_ids=[], **sampler)[0]
     requests = [_gap_request(base, n, suffix_ids, banned) for n in lengths]
-    done = next(e for e in run_diffusion(model.model, requests) if isinstance(e, DoneEvent))
+    completions = complete(model.model, requests)
     C = model.config.canvas_length
     scores = {
-        n: _gap_entropy(c.stats.entropy_per_canvas, n, C)
-        for n, c in zip(lengths, done.completions, strict=True)
+        n: _gap_entropy(c.stats.entropy_per_canvas, n, C) for n, c in zip(lengths, completions, strict=True)
     }
     best = min(lengths, key=lambda n: (scores[n], n))
-    tokens = done.completions[lengths.index(best)].token_ids[:best]
+    tokens = completions[lengths.index(best)].token_ids[:best]
     fill = codec.decode(tokens)
     return InfillResult(prefix + fill + suffix, fill, best, scores[best], scores)
 

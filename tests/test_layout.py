@@ -14,6 +14,7 @@ LAYERS = [
     "sampling",
     "engine",
     "text",
+    "generation",
     "train",
     "editing",
     "structured",

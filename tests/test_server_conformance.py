@@ -131,3 +131,19 @@ def test_chat_on_the_bundled_sudoku_model():
             {"model": "dgemma-sudoku", "messages": [{"role": "user", "content": "not a puzzle"}]},
         )
         assert status == 400 and "81 characters" in json.loads(raw)["error"]["message"]
+
+
+def test_the_server_and_the_api_build_the_same_requests(model):
+    """One front door: the same prompt, seed and settings give identical engine requests."""
+    from dgemma.server.protocol import parse_chat, parse_completion
+
+    settings = {"t_max": 0.6, "t_min": 0.2, "max_denoising_steps": 7}
+    for prompt in ([5, 6, 7], "some text"):
+        body = {"model": NAME, "prompt": prompt, "max_tokens": 8, "seed": 11, "n": 3, **settings}
+        job = parse_completion(body, model, NAME, 4096)
+        api = model.requests([prompt] * 3, max_new_tokens=8, seed=11, raw=True, **settings)
+        assert job.requests == api
+    body = {"model": NAME, "messages": MSG, "max_tokens": 8, "seed": 2**63 - 1, "n": 2}
+    job = parse_chat(body, model, NAME, 4096)
+    assert job.requests == model.requests([MSG, MSG], max_new_tokens=8, seed=2**63 - 1)
+    assert [r.seed for r in job.requests] == [2**63 - 1, 0]  # one seed rule: modulo 2**63

@@ -113,13 +113,13 @@ def test_layout_text_is_clamped_and_settled_slots_survive_rounds(conditioned, mo
     model = conditioned[2]
     schema = SCHEMAS[14]
     seen = []
-    real = gen.run_diffusion
+    real = gen.complete  # the rounds run through the generation layer's `complete`
 
     def spy(m, requests, *a, **k):
         seen.append([dict(r.fixed) for r in requests])
         return real(m, requests, *a, **k)
 
-    monkeypatch.setattr(gen, "run_diffusion", spy)
+    monkeypatch.setattr(gen, "complete", spy)
     out = model.generate("hi", json_schema=schema, seed=3, max_denoising_steps=4, json_rounds=3)
     job_tokens = out.token_ids[0]
     first = seen[0][0]

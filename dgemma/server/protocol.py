@@ -8,7 +8,6 @@ with a 400 naming them, never ignored.
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -16,6 +15,7 @@ from dgemma.api import Model
 from dgemma.config import SamplerConfig
 from dgemma.engine.diffusion import slots_needed
 from dgemma.engine.request import Request
+from dgemma.generation.prompts import SEED_RANGE, seeds_for
 from dgemma.server.fields import ApiError, bool_field, dict_field, int_field, is_ids, is_number
 from dgemma.structured.generate import DEFAULT_ROUNDS, JsonJob, JsonPlan, plan_json
 from dgemma.structured.slots import DEFAULT_STRING_TOKENS
@@ -23,7 +23,6 @@ from dgemma.text import check_messages
 
 MAX_N = 16
 MAX_STOP = 4
-SEED_RANGE = 2**63
 # temperature T maps to the schedule t_max = T, t_min = T / 2 (the reference's 0.8 -> 0.4 ratio);
 # T = 0 asks for near-greedy decoding, which the schedule expresses as this small constant
 GREEDY_TEMPERATURE = 0.01
@@ -149,10 +148,12 @@ def _job(
         )
     sampler = _sampler(body, model)
     seed = int_field(body, "seed", -SEED_RANGE, SEED_RANGE - 1)
-    base = secrets.randbits(62) if seed is None else seed % SEED_RANGE
+    seeds = iter(
+        seeds_for(seed, len(prompts) * n)
+    )  # prompt-major: choice i of prompt p gets base + p * n + i
     C = model.config.canvas_length
     requests = []
-    for p, prompt in enumerate(prompts):
+    for prompt in prompts:
         room = (capacity - len(prompt)) // C * C
         if room < 1:
             raise ApiError(
@@ -163,10 +164,8 @@ def _job(
                 code="context_length_exceeded",
             )
         limit = max_tokens if max_tokens is not None else min(model.defaults.max_new_tokens, room)
-        for i in range(n):
-            req = Request(
-                prompt, limit, sampler, (base + p * n + i) % SEED_RANGE, model.defaults.eos_token_ids
-            )
+        for _ in range(n):
+            req = Request(prompt, limit, sampler, next(seeds), model.defaults.eos_token_ids)
             if slots_needed(req, C) > capacity:
                 raise ApiError(
                     400,

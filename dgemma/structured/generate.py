@@ -16,10 +16,9 @@ import dataclasses
 import json
 from typing import Any
 
-from dgemma.engine.diffusion import run_diffusion
-from dgemma.engine.events import DoneEvent
 from dgemma.engine.request import Request
 from dgemma.engine.results import RowStats
+from dgemma.generation.run import complete
 from dgemma.model import DiffusionGemma
 from dgemma.structured.schema import compile_schema, validate
 from dgemma.structured.slots import DEFAULT_STRING_TOKENS, SlotPlan, Vocabulary, plan_slot
@@ -147,8 +146,5 @@ class JsonJob:
 def run_json(model: DiffusionGemma, jobs: list[JsonJob]) -> None:
     """Run every job's rounds to the end; the jobs still open share each round's batch."""
     while pending := [j for j in jobs if not j.done]:
-        done = next(
-            e for e in run_diffusion(model, [j.request() for j in pending]) if isinstance(e, DoneEvent)
-        )
-        for job, completion in zip(pending, done.completions, strict=True):
+        for job, completion in zip(pending, complete(model, [j.request() for j in pending]), strict=True):
             job.update(completion.token_ids, completion.stats)

@@ -16,8 +16,7 @@ from typing import Any
 
 from dgemma.api import Model
 from dgemma.config import SamplerConfig
-from dgemma.engine.diffusion import run_diffusion
-from dgemma.engine.events import DoneEvent
+from dgemma.generation.run import complete
 from dgemma.tasks import sudoku
 from dgemma.tasks.sudoku.format import CANVAS_LENGTH, SudokuFormat
 
@@ -144,10 +143,8 @@ def _run_seeded(model: Model, puzzles: list[str], seeds: list[int], options: Sol
         )
         return [fmt.grid(ids) for ids in out.token_ids], [s.decoder_forwards for s in out.stats]
     requests = solver_requests(model, puzzles, seed=seeds, options=options, **sampler)
-    done = next(e for e in run_diffusion(model.model, requests) if isinstance(e, DoneEvent))
-    return [fmt.grid(c.token_ids) for c in done.completions], [
-        sum(c.stats.steps_per_canvas) for c in done.completions
-    ]
+    completions = complete(model.model, requests)
+    return [fmt.grid(c.token_ids) for c in completions], [sum(c.stats.steps_per_canvas) for c in completions]
 
 
 BUCKETS = ((17, 21), (22, 26), (27, 30), (31, 35), (36, 45), (46, 81))
