@@ -18,7 +18,7 @@ from dgemma.engine.cache import KVCache
 from dgemma.engine.events import CommitEvent, DoneEvent, Event
 from dgemma.engine.passes import encode_rows
 from dgemma.engine.request import Request, check_fits
-from dgemma.engine.results import Completion, FinishReason, RowStats
+from dgemma.engine.results import Completion, FinishReason, Phase, RowStats
 from dgemma.model import DiffusionGemma
 
 
@@ -44,7 +44,7 @@ def run_autoregressive(model: DiffusionGemma, requests: list[Request]) -> Iterat
 
     active = list(range(len(requests)))
     feed = [r.prompt for r in requests]
-    phase = "prefill_s"
+    phase = Phase.PREFILL
     while active:
         start = time.perf_counter()
         with torch.inference_mode():  # per step, never across a yield
@@ -70,5 +70,5 @@ def run_autoregressive(model: DiffusionGemma, requests: list[Request]) -> Iterat
         yield from events
         active = [r for r in active if finish[r] is None]
         feed = [[tokens[r][-1]] for r in active]
-        phase = "commit_s"
+        phase = Phase.COMMIT
     yield DoneEvent([Completion(t, f, s) for t, f, s in zip(tokens, finish, stats, strict=True)])

@@ -31,7 +31,7 @@ from dgemma.engine.cache import KVCache
 from dgemma.engine.events import CommitEvent, DoneEvent, DraftEvent, Event, FailEvent, FinishEvent
 from dgemma.engine.passes import decode_rows, encode_rows
 from dgemma.engine.request import Request, check_fits
-from dgemma.engine.results import Completion, FinishReason, RowStats
+from dgemma.engine.results import Completion, FinishReason, Phase, RowStats
 from dgemma.model import DiffusionGemma
 from dgemma.sampling import denoise_step
 from dgemma.sampling.constraints import CanvasConstraint
@@ -49,7 +49,7 @@ class _Row:
     stats: RowStats = field(default_factory=RowStats)
     tokens: list[int] = field(default_factory=list)
     pending: list[int] | None = None  # tokens the next encoder pass appends (prompt, then canvases)
-    phase: str = "prefill_s"  # the stats field the next encoder pass is timed into
+    phase: Phase = Phase.PREFILL  # the stats field the next encoder pass is timed into
     canvas: torch.Tensor | None = None
     argmax: torch.Tensor | None = None
     history: torch.Tensor | None = None
@@ -188,7 +188,7 @@ class DiffusionEngine:
         elapsed = time.perf_counter() - start
         for row in rows:
             setattr(row.stats, row.phase, getattr(row.stats, row.phase) + elapsed)
-            row.pending, row.phase = None, "commit_s"
+            row.pending, row.phase = None, Phase.COMMIT
             self._guarded(row, events, self._start_canvas, row)
 
     def _start_canvas(self, row: _Row) -> None:

@@ -6,6 +6,13 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
 
+class Phase(StrEnum):
+    """The RowStats field an encoder pass is timed into: the prompt's prefill, or a canvas commit."""
+
+    PREFILL = "prefill_s"
+    COMMIT = "commit_s"
+
+
 class FinishReason(StrEnum):
     STOP = "stop"  # an end-of-sequence token
     LENGTH = "length"  # max_new_tokens reached

@@ -9,6 +9,7 @@ with a 400 naming them, never ignored.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from typing import Any
 
 from dgemma.api import Model
@@ -63,11 +64,16 @@ CHAT_FIELDS = _COMMON | {
 COMPLETION_FIELDS = _COMMON | {"prompt", "echo", "suffix", "best_of"}
 
 
+class JobKind(StrEnum):
+    CHAT = "chat"
+    COMPLETION = "completion"
+
+
 @dataclass
 class Job:
     """One HTTP request's work: a request per (prompt, choice), prompt-major, plus how to answer."""
 
-    kind: str  # "chat" or "completion"
+    kind: JobKind
     model: str
     requests: list[Request]
     prompt_tokens: list[int]  # per prompt
@@ -95,7 +101,9 @@ def parse_chat(body: Any, model: Model, name: str, capacity: int) -> Job:
     except ValueError as err:
         raise ApiError(400, str(err), "messages") from None
     limit = int_field(body, "max_completion_tokens", 1) or int_field(body, "max_tokens", 1)
-    return _job("chat", body, model, name, capacity, [prompt], limit, "messages", _json_plan(body, model))
+    return _job(
+        JobKind.CHAT, body, model, name, capacity, [prompt], limit, "messages", _json_plan(body, model)
+    )
 
 
 def parse_completion(body: Any, model: Model, name: str, capacity: int) -> Job:
@@ -110,12 +118,12 @@ def parse_completion(body: Any, model: Model, name: str, capacity: int) -> Job:
         raise ApiError(400, "`best_of` is not supported", "best_of")
     prompts = _completion_prompts(body.get("prompt"), model)
     return _job(
-        "completion", body, model, name, capacity, prompts, int_field(body, "max_tokens", 1), "prompt"
+        JobKind.COMPLETION, body, model, name, capacity, prompts, int_field(body, "max_tokens", 1), "prompt"
     )
 
 
 def _job(
-    kind: str,
+    kind: JobKind,
     body: dict,
     model: Model,
     name: str,

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from dgemma.server.choice import ChoiceText
-from dgemma.server.protocol import Job
+from dgemma.server.protocol import Job, JobKind
 
 
 def usage(job: Job, choices: list[ChoiceText]) -> dict[str, Any]:
@@ -28,7 +28,7 @@ def usage(job: Job, choices: list[ChoiceText]) -> dict[str, Any]:
 
 
 def full_response(job: Job, rid: str, created: int, choices: list[ChoiceText]) -> dict[str, Any]:
-    if job.kind == "chat":
+    if job.kind is JobKind.CHAT:
         items = [
             {
                 "index": i,
@@ -60,7 +60,7 @@ class ChunkWriter:
 
     def __init__(self, job: Job, rid: str):
         self.job, self.rid, self.created = job, rid, int(time.time())
-        self.object = "chat.completion.chunk" if job.kind == "chat" else "text_completion"
+        self.object = "chat.completion.chunk" if job.kind is JobKind.CHAT else "text_completion"
 
     def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
         chunk = {
@@ -80,7 +80,7 @@ class ChunkWriter:
         return self._chunk([{"index": index, "delta": delta, "finish_reason": None, "logprobs": None}])
 
     def content(self, index: int, text: str, finish_reason: str | None = None) -> dict[str, Any]:
-        if self.job.kind == "chat":
+        if self.job.kind is JobKind.CHAT:
             delta = {"content": text} if text else {}
             choice = {"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
         else:
@@ -89,7 +89,7 @@ class ChunkWriter:
 
     def draft(self, index: int, draft: dict[str, Any]) -> dict[str, Any]:
         """A denoising-step draft: an empty delta plus a `draft` field that OpenAI clients ignore."""
-        if self.job.kind == "chat":
+        if self.job.kind is JobKind.CHAT:
             choice = {"index": index, "delta": {}, "finish_reason": None, "logprobs": None, "draft": draft}
         else:
             choice = {"index": index, "text": "", "finish_reason": None, "logprobs": None, "draft": draft}

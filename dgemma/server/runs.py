@@ -20,7 +20,7 @@ from dgemma.engine.events import CommitEvent, DraftEvent, FailEvent, FinishEvent
 from dgemma.server.choice import ChoiceText
 from dgemma.server.fields import ApiError
 from dgemma.server.metrics import ServerMetrics
-from dgemma.server.protocol import Job
+from dgemma.server.protocol import Job, JobKind
 from dgemma.server.responses import ChunkWriter, full_response
 from dgemma.server.worker import EngineWorker, QueueFull, ShuttingDown
 from dgemma.text import TextCodec
@@ -36,7 +36,7 @@ class Run:
         self.metrics: ServerMetrics = worker.metrics
         self.start = time.perf_counter()
         self.first_canvas: float | None = None
-        self.rid = ("chatcmpl-" if job.kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
+        self.rid = ("chatcmpl-" if job.kind is JobKind.CHAT else "cmpl-") + uuid.uuid4().hex[:24]
         self.choices = [ChoiceText(codec, job.stop) for _ in job.requests]
         self.queue: asyncio.Queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
@@ -153,7 +153,7 @@ class Run:
 
     async def sse(self, request: HttpRequest) -> AsyncIterator[str]:
         writer = ChunkWriter(self.job, self.rid)
-        if self.job.kind == "chat":
+        if self.job.kind is JobKind.CHAT:
             for i in range(len(self.choices)):
                 yield _event(writer.role(i))
         try:

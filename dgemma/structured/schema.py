@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 ANNOTATIONS = {"title", "description", "default", "examples", "$schema", "$id", "$comment", "deprecated"}
@@ -43,11 +44,18 @@ MAX_STRING_LENGTH = 4096  # minLength / maxLength
 MAX_ABS_NUMBER = 2**53  # |minimum|, |maximum|: integers a float holds exactly
 
 
+class SlotKind(StrEnum):
+    STRING = "string"
+    INTEGER = "integer"
+    NUMBER = "number"
+    CHOICE = "choice"  # enum / boolean: one of a fixed set of JSON texts
+
+
 @dataclass(frozen=True)
 class Slot:
-    """A value the model writes: `kind` is string, integer, number or choice (enum / boolean)."""
+    """A value the model writes."""
 
-    kind: str
+    kind: SlotKind
     schema: dict[str, Any]
     options: tuple[str, ...] = ()  # choice: the JSON text of each allowed value
     path: str = "$"
@@ -106,13 +114,13 @@ def _compile(schema: Any, path: str, out: Layout, depth: int = 0) -> None:
         if lo is not None and lo < 0:
             raise ValueError(f"json_schema at {path}: `minLength` must be >= 0")
         out.text('"')
-        out.parts.append(Slot("string", schema, path=path))
+        out.parts.append(Slot(SlotKind.STRING, schema, path=path))
         out.text('"')
     elif kind in ("integer", "number"):
         _bounds(schema, path, "minimum", "maximum", integer=kind == "integer", limit=MAX_ABS_NUMBER)
-        out.parts.append(Slot(kind, schema, path=path))
+        out.parts.append(Slot(SlotKind(kind), schema, path=path))
     elif kind == "boolean":
-        out.parts.append(Slot("choice", schema, ("true", "false"), path))
+        out.parts.append(Slot(SlotKind.CHOICE, schema, ("true", "false"), path))
     else:
         out.text("null")
 
@@ -176,7 +184,7 @@ def _choice(schema: dict, path: str, out: Layout) -> None:
     if len(options) == 1:
         out.text(options[0])
     else:
-        out.parts.append(Slot("choice", schema, options, path))
+        out.parts.append(Slot(SlotKind.CHOICE, schema, options, path))
 
 
 def _finite(v: Any, limit: float) -> bool:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from dgemma.structured.schema import Slot
+from dgemma.structured.schema import Slot, SlotKind
 from dgemma.text import TextCodec
 
 INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")
@@ -68,11 +68,11 @@ class SlotPlan:
 
     def is_valid(self, text: str) -> bool:
         schema = self.slot.schema
-        if self.slot.kind == "choice":
+        if self.slot.kind is SlotKind.CHOICE:
             return text in self.slot.options
-        if self.slot.kind == "string":
+        if self.slot.kind is SlotKind.STRING:
             return schema.get("minLength", 0) <= len(text) <= schema.get("maxLength", math.inf)
-        pattern = INTEGER if self.slot.kind == "integer" else NUMBER
+        pattern = INTEGER if self.slot.kind is SlotKind.INTEGER else NUMBER
         if not pattern.fullmatch(text):
             return False
         value = json.loads(text)
@@ -91,32 +91,35 @@ class SlotPlan:
 
     def _candidates(self, text: str) -> list[str]:
         schema = self.slot.schema
-        if self.slot.kind == "string":
+        if self.slot.kind is SlotKind.STRING:
             lo, hi = schema.get("minLength", 0), schema.get("maxLength", len(text))
             cut = text[:hi]
             return [cut + "a" * (lo - len(cut)), "a" * lo]
         lo, hi = schema.get("minimum", -math.inf), schema.get("maximum", math.inf)
         match = re.search(r"-?[0-9]+(\.[0-9]+)?", text)
         value: Any = float(match.group()) if match else 0
-        if self.slot.kind == "integer":
+        if self.slot.kind is SlotKind.INTEGER:
             value = int(value)
         value = min(max(value, lo), hi)
-        if self.slot.kind == "integer":
+        if self.slot.kind is SlotKind.INTEGER:
             value = int(math.ceil(value)) if value == lo else int(math.floor(value))
         fallback = lo if lo != -math.inf else (hi if hi != math.inf and hi < 0 else 0)
-        texts = [json.dumps(value), json.dumps(int(fallback) if self.slot.kind == "integer" else fallback)]
-        return [t.removesuffix(".0") if self.slot.kind == "integer" else t for t in texts]
+        texts = [
+            json.dumps(value),
+            json.dumps(int(fallback) if self.slot.kind is SlotKind.INTEGER else fallback),
+        ]
+        return [t.removesuffix(".0") if self.slot.kind is SlotKind.INTEGER else t for t in texts]
 
 
 def plan_slot(slot: Slot, start: int, vocab: Vocabulary, max_string_tokens: int) -> SlotPlan:
     schema, filler = slot.schema, vocab.filler
-    if slot.kind == "choice":
+    if slot.kind is SlotKind.CHOICE:
         encoded = [vocab.encode(o) for o in slot.options]
         budget = max(len(e) for e in encoded)
         options = [e + [filler] * (budget - len(e)) for e in encoded]
         allowed = [tuple(sorted({o[k] for o in options})) for k in range(budget)]
         return SlotPlan(slot, start, budget, allowed, options)
-    if slot.kind == "string":
+    if slot.kind is SlotKind.STRING:
         lo = schema.get("minLength", 0)
         budget = max(lo, min(schema.get("maxLength", max_string_tokens), max_string_tokens), 1)
         safe = vocab.string_safe
@@ -128,7 +131,7 @@ def plan_slot(slot: Slot, start: int, vocab: Vocabulary, max_string_tokens: int)
     bounds = [b for b in (schema.get("minimum"), schema.get("maximum")) if b is not None]
     negative = not bounds or min(bounds) < 0 or schema.get("minimum") is None
     sign = vocab.exact("-") if negative else ()
-    if slot.kind == "integer":
+    if slot.kind is SlotKind.INTEGER:
         width = max((len(str(int(b))) for b in bounds), default=6)
         budget = max(width, 2) + (1 if negative else 0)
         allowed = [tuple(digits) + sign + (filler,)] + [tuple(digits) + (filler,)] * (budget - 1)
