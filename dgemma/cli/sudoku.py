@@ -118,6 +118,8 @@ def _demo(args: argparse.Namespace) -> int:
     from dgemma.tasks import sudoku
     from dgemma.tasks.sudoku.format import SudokuFormat
 
+    if not 1 <= args.n <= 16 or not 1 <= args.eval_n <= MAX_EVAL_PUZZLES:
+        raise ValueError(f"--n must be between 1 and 16, --eval-n between 1 and {MAX_EVAL_PUZZLES}")
     model = dgemma.load(_model_dir(args.model))
     console = Console()
     shown = sudoku.heldout_puzzles(args.n, seed=args.seed + 1)
@@ -209,8 +211,8 @@ def _eval(args: argparse.Namespace) -> int:
     from dgemma.tasks.sudoku.files import FilePuzzle
 
     options, overrides = _options(args)
-    if args.n is not None and args.n < 1:
-        raise ValueError("--n must be at least 1")
+    if args.n is not None and not 1 <= args.n <= MAX_EVAL_PUZZLES:
+        raise ValueError(f"--n must be between 1 and {MAX_EVAL_PUZZLES}")
     lo, hi = _givens_range(args.givens)
     if args.file is not None:
         given = [(w, p) for w, p in _file_puzzles(args.file) if lo <= sum(ch not in "0." for ch in p) <= hi]
@@ -263,6 +265,7 @@ def _print_report(report: dict) -> None:
     )
 
 
+MAX_EVAL_PUZZLES = 100_000
 UNSOLVED = "unsolved"  # marks a line whose grid is NOT a valid solution
 
 
