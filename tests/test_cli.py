@@ -139,7 +139,9 @@ def test_broken_checkpoints_fail_in_one_line_not_a_traceback(checkpoint, tmp_pat
     nan = tmp_path / "nan"
     shutil.copytree(checkpoint[0], nan)
     tensors = load_file(nan / "model.safetensors")
-    tensors = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in tensors.items()}
+    tensors = {
+        k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in tensors.items()
+    }
     save_file(tensors, nan / "model.safetensors")
     _one_line_error(run("generate", "--model", str(nan), "hi"), "generation failed")
 

@@ -20,6 +20,18 @@ def trained(tmp_path_factory):
     return out
 
 
+def test_train_evaluates_on_held_out_puzzles_as_it_goes(tmp_path):
+    proc = run(
+        "sudoku", "train", "--out", str(tmp_path), "--steps", "4", "--checkpoint-every", "2",
+        "--eval-every", "2", "--eval-n", "2", *TINY,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in (tmp_path / "run" / "eval.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4]
+    assert all(0 <= r["solve_rate"] <= 1 and 0 <= r["blank_cell_accuracy"] <= 1 for r in rows)
+    assert (tmp_path / "eval.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_train_writes_model_metrics_and_plot(trained):
     assert (trained / "model" / "config.json").is_file() and (trained / "model" / "tokenizer.json").is_file()
     metrics = [json.loads(line) for line in (trained / "run" / "metrics.jsonl").read_text().splitlines()]

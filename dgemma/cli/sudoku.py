@@ -34,6 +34,14 @@ def add_parser(sub, parser_class) -> None:
     tr.add_argument("--ar-baseline", action="store_true", help="train the encoder alone with the AR loss")
     tr.add_argument("--init-from", type=Path, default=None, help="start from an exported model directory")
     tr.add_argument(
+        "--eval-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="every N steps, solve --eval-n held-out puzzles (run/eval.jsonl, eval.png)",
+    )
+    tr.add_argument("--eval-n", type=int, default=100)
+    tr.add_argument(
         "--stop-after",
         type=int,
         default=None,
@@ -150,7 +158,11 @@ def _train(args: argparse.Namespace) -> int:
         num_experts=args.experts,
         init_from=args.init_from,
         device=args.device,
+        eval_every=args.eval_every,
+        eval_n=args.eval_n,
     )
+    if args.eval_every < 0 or not 1 <= args.eval_n <= MAX_EVAL_PUZZLES:
+        raise ValueError(f"--eval-every must be >= 0 and --eval-n between 1 and {MAX_EVAL_PUZZLES}")
     from rich.progress import Progress
 
     with Progress() as bar:  # the pool is generated once per run directory, then read back
@@ -161,6 +173,9 @@ def _train(args: argparse.Namespace) -> int:
     result = train_with_progress(
         lambda on_log: train_sudoku(spec, on_log=on_log, stop_after=args.stop_after), args.steps, args.out
     )
+    evals = args.out / "run" / "eval.jsonl"
+    if evals.is_file():
+        _plot_evals([json.loads(line) for line in evals.read_text().splitlines()], args.out / "eval.png")
     print(f"step {result.step}: loss {result.metrics[-1]['loss']:.4f}; model in {args.out / 'model'}")
     return 0
 
@@ -303,3 +318,23 @@ def _shown(grid: str) -> str:
     """A wrong grid as 81 characters, '.' where the model wrote no digit."""
     cells = [ch if ch in "123456789" else "." for ch in grid[:81]]
     return "".join(cells) + "." * (81 - len(cells))
+
+
+def _plot_evals(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = [r["step"] for r in rows]
+    ax.plot(steps, [r["solve_rate"] for r in rows], "o-", label="held-out puzzles solved")
+    ax.plot(steps, [r["blank_cell_accuracy"] for r in rows], "s-", label="blank cells right")
+    ax.axhline(1 / 9, color="gray", ls=":", label="chance per cell")
+    ax.set_xlabel("step")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -103,11 +103,13 @@ def train(
     on_log: Callable[[dict], None] | None = None,
     stop_after: int | None = None,
     notice: Callable[[str], None] | None = None,
+    on_checkpoint: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Train `model` in place, resuming from `out_dir`'s latest readable checkpoint if there is one.
 
     `stop_after` ends the call after that many steps of this call (a run can then be resumed);
-    `notice` receives a line for each damaged checkpoint skipped on resume.
+    `notice` receives a line for each damaged checkpoint skipped on resume; `on_checkpoint(step)`
+    runs after each checkpoint is written (an evaluation, say: its time is not counted as training).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     model.train().requires_grad_(True)
@@ -142,6 +144,10 @@ def train(
             state = {"metrics": metrics, "config": _jsonable(asdict(config))}
             saved = checkpoint.save(out_dir / "checkpoints", step, model, optimizer, state)
             _write_metrics(out_dir, metrics)
+            if on_checkpoint is not None:
+                on_checkpoint(step)
+                model.train()
+                started = time.perf_counter()
     model.eval().requires_grad_(False)
     return TrainResult(step, metrics, saved)  # LoRA adapters stay attached; `export` merges them
 

@@ -8,6 +8,7 @@ no loss), matching the solver's clamped givens; the other half see their givens 
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -17,9 +18,11 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from dgemma.api import load
-from dgemma.apps.sudoku.solver import DEFAULT_SAMPLER
-from dgemma.config import ModelConfig
+import torch
+
+from dgemma.api import Model, load
+from dgemma.apps.sudoku.solver import DEFAULT_SAMPLER, evaluate
+from dgemma.config import GenerationDefaults, ModelConfig
 from dgemma.model.init import init_model
 from dgemma.tasks import sudoku
 from dgemma.tasks.sudoku.format import (
@@ -29,6 +32,7 @@ from dgemma.tasks.sudoku.format import (
     build_tokenizer,
     model_config,
 )
+from dgemma.text import SpecialTokens, TextCodec
 from dgemma.train.batch import Example
 from dgemma.train.export import export
 from dgemma.train.trainer import TrainConfig, TrainResult, train
@@ -95,6 +99,8 @@ class SudokuTrainSpec:
     num_experts: int = 8
     init_from: Path | None = None  # continue from an exported model instead of random weights
     device: str = "cpu"
+    eval_every: int = 0  # steps between held-out evaluations (0: none); a multiple of checkpoint_every
+    eval_n: int = 100
 
 
 def training_pool(
@@ -109,7 +115,9 @@ def training_pool(
 def train_sudoku(
     spec: SudokuTrainSpec, on_log: Callable[[dict], None] | None = None, stop_after: int | None = None
 ):
-    """Train (resuming if `out_dir/run` has checkpoints) and export to `out_dir/model`."""
+    """Train (resuming if `out_dir/run` has checkpoints) and export to `out_dir/model`. With
+    `spec.eval_every`, every that many steps (at a checkpoint) the model solves `spec.eval_n`
+    held-out puzzles and the result goes to `out_dir/run/eval.jsonl`."""
     fmt = SudokuFormat(build_tokenizer())
     config_json = model_config(spec.hidden_size, spec.num_layers, spec.num_experts)
     if spec.init_from is not None:
@@ -117,8 +125,16 @@ def train_sudoku(
     else:
         model = init_model(ModelConfig.from_hf(config_json), seed=spec.train.seed, device=spec.device)
     data = SudokuData(fmt, spec.train.seed, training_pool(spec))
+    on_checkpoint = _evaluator(spec, model, fmt) if spec.eval_every else None
     result: TrainResult = train(
-        model, data, spec.train, spec.out_dir / "run", pad_id=0, on_log=on_log, stop_after=stop_after
+        model,
+        data,
+        spec.train,
+        spec.out_dir / "run",
+        pad_id=0,
+        on_log=on_log,
+        stop_after=stop_after,
+        on_checkpoint=on_checkpoint,
     )
     tok_dir = spec.out_dir / "run" / "tokenizer"
     tok_dir.mkdir(parents=True, exist_ok=True)
@@ -126,3 +142,38 @@ def train_sudoku(
     shutil.copy2(CHAT_TEMPLATE, tok_dir / "chat_template.jinja")
     export(model, spec.out_dir / "model", DEFAULT_SAMPLER, config_json, tok_dir, max_new_tokens=CANVAS_LENGTH)
     return result
+
+
+def _evaluator(spec: SudokuTrainSpec, model, fmt: SudokuFormat) -> Callable[[int], None]:
+    """A checkpoint hook: solve held-out puzzles with the training model, append to eval.jsonl."""
+    if spec.eval_every % spec.train.checkpoint_every:
+        raise ValueError("--eval-every must be a multiple of --checkpoint-every")
+    puzzles = sudoku.heldout_puzzles(spec.eval_n)
+    path = spec.out_dir / "run" / "eval.jsonl"
+    eos = fmt.ids["<eos>"]
+    wrapped = Model(
+        model,
+        TextCodec(fmt.tokenizer, None, SpecialTokens()),
+        DEFAULT_SAMPLER,
+        GenerationDefaults(CANVAS_LENGTH, (eos,), 0),
+    )
+
+    def hook(step: int) -> None:
+        if step % spec.eval_every:
+            return
+        model.eval()
+        with torch.inference_mode():
+            report = evaluate(wrapped, puzzles)
+        keep = [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
+        keep = [r for r in keep if r["step"] < step]  # a resumed run rewrites what came after its checkpoint
+        keep.append(
+            {
+                "step": step,
+                **{k: report[k] for k in ("solve_rate", "blank_cell_accuracy", "mean_steps", "by_givens")},
+            }
+        )
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
+        os.replace(tmp, path)
+
+    return hook
