@@ -75,7 +75,7 @@ def plan_json(
             raise ValueError(
                 f"json_schema: the layout passes {MAX_LAYOUT_TOKENS} tokens; send a smaller schema or shorter strings"
             )
-    return JsonPlan(schema, tokens, literal, slots, vocab)
+    return JsonPlan(layout.schema, tokens, literal, slots, vocab)
 
 
 class JsonJob:

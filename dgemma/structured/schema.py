@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from dgemma.structured.normalize import normalize
+
 ANNOTATIONS = {"title", "description", "default", "examples", "$schema", "$id", "$comment", "deprecated"}
 BY_TYPE = {
     "object": {"type", "properties", "required", "additionalProperties"},
@@ -64,6 +66,9 @@ class Slot:
 @dataclass
 class Layout:
     parts: list[str | Slot] = field(default_factory=list)
+    schema: dict[str, Any] = field(
+        default_factory=dict
+    )  # the normalized schema laid out (validate against it)
     nodes: int = 0  # schema nodes compiled, checked against MAX_NODES
 
     def text(self, value: str) -> None:
@@ -78,9 +83,11 @@ class Layout:
 
 
 def compile_schema(schema: Any) -> Layout:
-    """The layout of `schema`; an unsupported or malformed schema is a ValueError naming the problem."""
-    layout = Layout()
-    _compile(schema, "$", layout)
+    """The layout of `schema` (normalized first: $ref, allOf, Optional, see normalize.py); an
+    unsupported or malformed schema is a ValueError naming the keyword and its JSON path."""
+    normalized = normalize(schema)
+    layout = Layout(schema=normalized)
+    _compile(normalized, "$", layout)
     return layout
 
 
@@ -100,6 +107,14 @@ def _compile(schema: Any, path: str, out: Layout, depth: int = 0) -> None:
     kind = schema.get("type")
     if isinstance(kind, list):
         raise ValueError(f"json_schema at {path}: a list of types is not supported; give one `type`")
+    if kind is None:
+        known = set().union(*BY_TYPE.values()) | ANNOTATIONS | {"enum", "const"}
+        unsupported = sorted(set(schema) - known)
+        if unsupported:
+            raise ValueError(f"json_schema at {path}: unsupported keyword {unsupported[0]!r}")
+        raise ValueError(
+            f"json_schema at {path}: no `type` (or enum, const, $ref, anyOf); say what the value is"
+        )
     if kind not in BY_TYPE:
         raise ValueError(f"json_schema at {path}: `type` must be one of {', '.join(BY_TYPE)}, got {kind!r}")
     unsupported = sorted(set(schema) - BY_TYPE[kind] - ANNOTATIONS)
