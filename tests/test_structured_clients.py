@@ -124,3 +124,25 @@ def test_normalize_narrows_and_bounds_recursion():
     assert merged == {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
     with pytest.raises(ValueError, match="given twice"):
         normalize({"allOf": [{"type": "string"}, {"type": "integer"}]})
+
+
+def test_openai_sdk_parse_with_pydantic_models_against_the_server(model):
+    """`client.chat.completions.parse(response_format=Model)` as users call it: a parsed object every time."""
+    from openai import OpenAI
+
+    from dgemma.server.app import ServerSettings
+    from dgemma.server.launch import running_server
+
+    with running_server(model, ServerSettings(port=0, model_name="tiny")) as (url, _):
+        client = OpenAI(base_url=f"{url}/v1", api_key="unused")
+        for m in (User, Order, Flags, Pair):
+            for seed in range(2):
+                out = client.chat.completions.parse(
+                    model="tiny",
+                    messages=[{"role": "user", "content": "fill it in"}],
+                    response_format=m,
+                    seed=seed,
+                    extra_body={"max_denoising_steps": 4},
+                )
+                parsed = out.choices[0].message.parsed
+                assert isinstance(parsed, m), out.choices[0].message.content
