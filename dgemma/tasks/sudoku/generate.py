@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from dgemma.tasks.sudoku.grid import (
-    ALL_DIGITS,
     BOX,
     COL,
     MIN_GIVENS,
@@ -25,6 +24,7 @@ from dgemma.tasks.sudoku.grid import (
     Difficulty,
     count_solutions,
     difficulty,
+    most_constrained,
     parse,
     to_text,
 )
@@ -52,15 +52,7 @@ def random_solution(rng: random.Random) -> list[int]:
     rows, cols, boxes = [0] * 9, [0] * 9, [0] * 9
 
     def fill() -> bool:
-        best, best_free, best_count = -1, 0, 10
-        for i in range(SIZE):
-            if grid[i] == 0:
-                free = ALL_DIGITS & ~(rows[ROW[i]] | cols[COL[i]] | boxes[BOX[i]])
-                n = free.bit_count()
-                if n < best_count:
-                    best, best_free, best_count = i, free, n
-                    if n <= 1:
-                        break
+        best, best_free = most_constrained(grid, range(SIZE), rows, cols, boxes)
         if best < 0:
             return True
         digits = [d for d in range(1, 10) if best_free >> d & 1]

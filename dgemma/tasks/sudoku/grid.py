@@ -81,6 +81,23 @@ def candidates(cells: list[int]) -> list[tuple[int, ...]]:
     return out
 
 
+def most_constrained(
+    grid: list[int], cells: list[int] | range, rows: list[int], cols: list[int], boxes: list[int]
+) -> tuple[int, int]:
+    """The blank cell among `cells` with the fewest open digits, and its open-digit bitmask; (-1, 0)
+    when none is blank. A cell with at most one option ends the scan early."""
+    best, best_free, best_count = -1, 0, 10
+    for i in cells:
+        if grid[i] == 0:
+            free = ALL_DIGITS & ~(rows[ROW[i]] | cols[COL[i]] | boxes[BOX[i]])
+            n = free.bit_count()
+            if n < best_count:
+                best, best_free, best_count = i, free, n
+                if n <= 1:
+                    break
+    return best, best_free
+
+
 class SearchTimeout(Exception):
     """The solution count did not finish within its time budget."""
 
@@ -109,15 +126,7 @@ def _search(cells: list[int], limit: int, timeout_s: float | None = None) -> tup
         nodes += 1
         if deadline is not None and nodes % 256 == 0 and time.monotonic() > deadline:
             raise SearchTimeout
-        best, best_free, best_count = -1, 0, 10
-        for i in empty:
-            if grid[i] == 0:
-                free = ALL_DIGITS & ~(rows[ROW[i]] | cols[COL[i]] | boxes[BOX[i]])
-                n = free.bit_count()
-                if n < best_count:
-                    best, best_free, best_count = i, free, n
-                    if n <= 1:
-                        break
+        best, best_free = most_constrained(grid, empty, rows, cols, boxes)
         if best < 0:
             found += 1
             first = first or list(grid)
