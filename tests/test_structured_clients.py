@@ -146,3 +146,25 @@ def test_openai_sdk_parse_with_pydantic_models_against_the_server(model):
                 )
                 parsed = out.choices[0].message.parsed
                 assert isinstance(parsed, m), out.choices[0].message.content
+
+
+def test_date_time_and_uuid_formats_validate_with_a_format_checker(model):
+    import datetime
+    import uuid
+
+    class Event(BaseModel):
+        when: datetime.datetime
+        day: datetime.date
+        at: datetime.time
+        id: uuid.UUID
+
+    schema = Event.model_json_schema()
+    checker = jsonschema.Draft202012Validator.FORMAT_CHECKER  # RFC 3339 times (rfc3339-validator)
+    assert {"date", "time", "date-time", "uuid"} <= set(checker.checkers)
+    for seed in range(4):
+        out = model.generate("x", json_schema=schema, seed=seed, max_denoising_steps=4)
+        value = json.loads(out.texts[0])
+        jsonschema.validate(value, schema, format_checker=checker)
+        Event.model_validate(value)
+    with pytest.raises(ValueError, match="'format' value 'email'"):
+        compile_schema({"type": "string", "format": "email"})

@@ -22,13 +22,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from dgemma.structured.formats import FORMATS
 from dgemma.structured.normalize import normalize
 
 ANNOTATIONS = {"title", "description", "default", "examples", "$schema", "$id", "$comment", "deprecated"}
 BY_TYPE = {
     "object": {"type", "properties", "required", "additionalProperties"},
     "array": {"type", "items", "minItems", "maxItems"},
-    "string": {"type", "minLength", "maxLength"},
+    "string": {"type", "minLength", "maxLength", "format"},
     "integer": {"type", "minimum", "maximum"},
     "number": {"type", "minimum", "maximum"},
     "boolean": {"type"},
@@ -124,6 +125,8 @@ def _compile(schema: Any, path: str, out: Layout, depth: int = 0) -> None:
         _object(schema, path, out, depth)
     elif kind == "array":
         _array(schema, path, out, depth)
+    elif kind == "string" and "format" in schema:
+        _format(schema, path, out)
     elif kind == "string":
         lo, hi = _bounds(schema, path, "minLength", "maxLength", integer=True, limit=MAX_STRING_LENGTH)
         if lo is not None and lo < 0:
@@ -138,6 +141,25 @@ def _compile(schema: Any, path: str, out: Layout, depth: int = 0) -> None:
         out.parts.append(Slot(SlotKind.CHOICE, schema, ("true", "false"), path))
     else:
         out.text("null")
+
+
+def _format(schema: dict, path: str, out: Layout) -> None:
+    """A string of a known format: literal separators and a choice slot per field (formats.py)."""
+    fmt = schema["format"]
+    if fmt not in FORMATS:
+        raise ValueError(
+            f"json_schema at {path}: unsupported keyword 'format' value {str(fmt)[:40]!r} "
+            f"(supported: {', '.join(FORMATS)})"
+        )
+    if "minLength" in schema or "maxLength" in schema:
+        raise ValueError(f"json_schema at {path}: `minLength`/`maxLength` next to `format` are not supported")
+    out.text('"')
+    for i, piece in enumerate(FORMATS[fmt]):
+        if isinstance(piece, str):
+            out.text(piece)
+        else:
+            out.parts.append(Slot(SlotKind.CHOICE, {"format": fmt}, piece, f"{path}<{fmt}:{i}>"))
+    out.text('"')
 
 
 def _object(schema: dict, path: str, out: Layout, depth: int) -> None:
