@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import enum
 import json
+from typing import Literal
 
 import jsonschema
 import pytest
@@ -63,12 +64,26 @@ class Choice(BaseModel):
     pick: int | str  # anyOf of two real types: the first branch is laid out
 
 
+class Cat(BaseModel):
+    kind: Literal["cat"]
+    lives: int = Field(ge=1, le=9)
+
+
+class Dog(BaseModel):
+    kind: Literal["dog"]
+    good: bool
+
+
+class Pet(BaseModel):
+    pet: Cat | Dog = Field(discriminator="kind")  # a discriminated union: oneOf + discriminator
+
+
 class Literalish(BaseModel):
     unit: str = Field(json_schema_extra={"enum": ["kg", "lb"]})
     count: int = Field(ge=-5, le=5)
 
 
-MODELS = [User, Order, Flags, Tree, Pair, Choice, Literalish, Address, Color]
+MODELS = [User, Order, Flags, Tree, Pair, Choice, Literalish, Address, Color, Pet]
 
 
 def _schema(m) -> dict:
@@ -92,7 +107,11 @@ def test_still_unsupported_keywords_are_named():
     for schema, keyword in (
         (Tagged.model_json_schema(), "pattern"),
         ({"type": "object", "properties": {"a": {"not": {"type": "string"}}}}, "'not'"),
-        ({"oneOf": [{"type": "string"}, {"type": "integer"}]}, "oneOf"),
+        ({"oneOf": [{"type": "integer"}, {"type": "number"}]}, "oneOf"),  # 1 matches both
+        (
+            {"oneOf": [{"type": "object"}, {"type": "object", "properties": {"a": {"type": "string"}}}]},
+            "oneOf",
+        ),
         ({"type": "object", "additionalProperties": {"type": "integer"}}, "additionalProperties"),
         ({"$ref": "https://example.com/s.json"}, "not a local reference"),
         ({"$ref": "#/$defs/missing"}, "points to nothing"),

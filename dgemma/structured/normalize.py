@@ -9,7 +9,8 @@ What this resolves, so that the schemas pydantic, the `openai` SDK and LangChain
 - `anyOf` / `oneOf` / a `type` list with `null` among plain alternatives (`Optional[X]`): the
   non-null alternative is laid out (a present value is valid);
 - `anyOf` with several non-null branches: the first branch is laid out (valid for `anyOf`);
-  `oneOf` with several is refused, since a value could match two branches.
+  `oneOf` likewise when no value can match two branches (each branch its own `type`, or a
+  discriminator property with a distinct `const` per branch); other `oneOf`s are refused.
 
 The result only narrows the client's schema: every value valid against it is valid against the
 original. Anything still unsupported is refused by `compile_schema`, naming the keyword and path.
@@ -17,6 +18,7 @@ original. Anything still unsupported is refused by `compile_schema`, naming the 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 MAX_REF_DEPTH = 4  # nested expansions of one $ref (a recursive model unrolled this many levels)
@@ -59,7 +61,7 @@ def _walk(node: Any, root: dict, path: str, stack: tuple[str, ...], budget: list
         return _walk(node, root, path, stack, budget)
     for key in _COMBINATORS:
         if key in node:
-            return _walk(_choose_branch(node, key, path, stack), root, path, stack, budget)
+            return _walk(_choose_branch(node, key, path, stack, root), root, path, stack, budget)
     if isinstance(node.get("type"), list):
         node = _collapse_type_list(node, path)
     if node.get("nullable") is True:  # OpenAPI style: a present value of the type is valid
@@ -123,7 +125,7 @@ def _is_null(branch: Any) -> bool:
     return isinstance(branch, dict) and (branch.get("type") == "null" or branch.get("const", 0) is None)
 
 
-def _choose_branch(node: dict, key: str, path: str, stack: tuple[str, ...]) -> dict:
+def _choose_branch(node: dict, key: str, path: str, stack: tuple[str, ...], root: dict) -> dict:
     branches = node[key]
     if not isinstance(branches, list) or not branches or not all(isinstance(b, dict) for b in branches):
         raise ValueError(f"json_schema at {path}.{key}: `{key}` must be a non-empty list of schemas")
@@ -132,13 +134,50 @@ def _choose_branch(node: dict, key: str, path: str, stack: tuple[str, ...]) -> d
     exhausted = [b for b in real if stack.count(b.get("$ref", "")) >= MAX_REF_DEPTH - 1]
     if nulls and exhausted and len(real) == 1:  # Optional[Recursive]: end the recursion with null
         real = nulls
-    if key == "oneOf" and len(real) > 1:
+    if key == "oneOf" and len(real) > 1 and not _exclusive([_deref(b, root, path) for b in real]):
         raise ValueError(
-            f"json_schema at {path}.oneOf: `oneOf` with {len(real)} alternatives is not supported yet "
-            "(a value must match exactly one); use anyOf"
+            f"json_schema at {path}.oneOf: `oneOf` with {len(real)} alternatives that are not told apart "
+            "by their `type` or by a `const` property is not supported yet; use anyOf"
         )
     rest = {k: v for k, v in node.items() if k != key}
     return _merge(rest, real[0], f"{path}.{key}") if rest else dict(real[0])
+
+
+def _deref(branch: dict, root: dict, path: str) -> dict:
+    """A branch with a top-level $ref followed (one level), to look at its type and properties."""
+    return (
+        _pointer(root, branch["$ref"], path)
+        if isinstance(branch.get("$ref"), str) and branch["$ref"].startswith("#")
+        else branch
+    )
+
+
+def _exclusive(branches: list[dict]) -> bool:
+    """True when no value can match two branches, so laying out the first keeps `oneOf` valid: every
+    branch has its own JSON `type`, or all are objects with one required property whose `const`
+    (or single `enum` value) differs in each (a discriminated union)."""
+    types = [b.get("type") for b in branches]
+    if all(isinstance(t, str) for t in types) and len(set(types)) == len(types) and "number" not in types:
+        return True  # ("integer" and "number" overlap, so a number branch is never counted distinct)
+    if not all(
+        t == "object" and isinstance(b.get("properties"), dict) for t, b in zip(types, branches, strict=True)
+    ):
+        return False
+    common = set.intersection(*(set(b.get("required", [])) & set(b["properties"]) for b in branches))
+    for key in sorted(common):
+        tags = [_tag(b["properties"][key]) for b in branches]
+        if all(t is not None for t in tags) and len(set(map(json.dumps, tags))) == len(tags):
+            return True
+    return False
+
+
+def _tag(schema: Any) -> Any:
+    if not isinstance(schema, dict):
+        return None
+    if "const" in schema:
+        return schema["const"]
+    enum = schema.get("enum")
+    return enum[0] if isinstance(enum, list) and len(enum) == 1 else None
 
 
 def _collapse_type_list(node: dict, path: str) -> dict:

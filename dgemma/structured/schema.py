@@ -25,7 +25,25 @@ from typing import Any
 from dgemma.structured.formats import FORMATS
 from dgemma.structured.normalize import normalize
 
-ANNOTATIONS = {"title", "description", "default", "examples", "$schema", "$id", "$comment", "deprecated"}
+ANNOTATIONS = {
+    "title",
+    "description",
+    "default",
+    "examples",
+    "$schema",
+    "$id",
+    "$comment",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+    # editor hints that SchemaStore schemas carry, and OpenAPI's union tag (normalize.py checks the
+    # branches are told apart before a oneOf is laid out)
+    "markdownDescription",
+    "deprecationMessage",
+    "enumDescriptions",
+    "markdownEnumDescriptions",
+    "discriminator",
+}
 BY_TYPE = {
     "object": {"type", "properties", "required", "additionalProperties"},
     "array": {"type", "items", "minItems", "maxItems"},
