@@ -101,6 +101,7 @@ def _one_line_error(proc: subprocess.CompletedProcess, match: str) -> None:
     assert errors[0].startswith("dgemma") and match in errors[0], errors[0]
 
 
+@pytest.mark.slow  # over 10 s on the 2-core machine; CI runs it (./scripts/test --all)
 def test_bad_inputs_give_one_line_errors(checkpoint, broken, tmp_path):
     good = str(checkpoint[0])
     _one_line_error(run("generate", "--model", str(tmp_path / "none"), "hi"), "model directory not found")
@@ -132,6 +133,7 @@ def test_bad_inputs_give_one_line_errors(checkpoint, broken, tmp_path):
     _one_line_error(run("generate", "--model", str(broken), "hi"), "no model.safetensors")
 
 
+@pytest.mark.slow  # over 10 s on the 2-core machine; CI runs it (./scripts/test --all)
 def test_broken_checkpoints_fail_in_one_line_not_a_traceback(checkpoint, tmp_path):
     """Issue 12, item 11: NaN weights, a template that overflows range(), no template at all."""
     from safetensors.torch import load_file, save_file

@@ -110,6 +110,7 @@ def test_bad_constraint_input(model):
         list(run_autoregressive(model.model, [Request([5], 4, SAMPLER, 0, (), fixed={1: 5})]))
 
 
+@pytest.mark.slow  # over 10 s on the 2-core machine; CI runs it (./scripts/test --all)
 def test_infill_and_edit_commands(checkpoint):
     import json
 

@@ -177,6 +177,7 @@ def _bench(*args: str) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow  # over 10 s on the 2-core machine; CI runs it (./scripts/test --all)
 def test_bench_command_report_and_sweep(checkpoint, tmp_path):
     suite = tmp_path / "suite.jsonl"
     _write_suite(suite, 4)
@@ -212,6 +213,7 @@ def test_bench_command_report_and_sweep(checkpoint, tmp_path):
     assert rerun.wait(timeout=120) == 2 and "other settings" in rerun.stderr.read()
 
 
+@pytest.mark.slow  # over 10 s on the 2-core machine; CI runs it (./scripts/test --all)
 def test_killed_run_resumes_to_the_same_report(checkpoint, tmp_path):
     suite = tmp_path / "suite.jsonl"
     _write_suite(suite, 10)

@@ -209,6 +209,7 @@ def _serve(*args):
     return proc, line.strip().rsplit(" ", 1)[1]
 
 
+@pytest.mark.slow  # over 10 s on the 2-core machine; CI runs it (./scripts/test --all)
 def test_sigterm_drains_then_ends_requests_with_an_error_and_done():
     proc, url = _serve("--shutdown-grace", "1")
     slow = {"max_denoising_steps": 1024, "stability_threshold": 1024, "max_tokens": 82, "n": 4}

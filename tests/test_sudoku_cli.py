@@ -71,6 +71,7 @@ def test_wrong_answers_are_marked_and_exit_1(trained):
     assert f"dgemma: solved {solved} of 3 puzzles" in proc.stderr
 
 
+@pytest.mark.slow  # over 10 s on the 2-core machine; CI runs it (./scripts/test --all)
 def test_eval_reads_puzzle_files_with_optional_solutions(trained, tmp_path):
     ps = sudoku.heldout_puzzles(4)
     f = tmp_path / "p.txt"
@@ -101,6 +102,7 @@ def _unsolvable() -> str:
     raise AssertionError("no unsolvable variant found")
 
 
+@pytest.mark.slow  # over 10 s on the 2-core machine; CI runs it (./scripts/test --all)
 def test_puzzles_no_solver_should_get_are_refused_before_loading():
     p = sudoku.heldout_puzzles(1)[0].puzzle
     i = p.index("0")
@@ -164,6 +166,7 @@ def test_clamped_givens_are_kept_and_blanks_are_digits(trained):
         assert all(g == p for g, p in zip(grid, puzzle, strict=True) if p != "0")
 
 
+@pytest.mark.slow  # over 10 s on the 2-core machine; CI runs it (./scripts/test --all)
 def test_bundled_model_runs_the_demo_with_no_model_argument():
     """The README's run command: the shipped model loads from the package and the demo completes."""
     from dgemma.apps.sudoku import bundled_model
@@ -176,6 +179,7 @@ def test_bundled_model_runs_the_demo_with_no_model_argument():
     assert proc.returncode == 0 and json.loads(proc.stdout)["n"] == 4
 
 
+@pytest.mark.slow  # over 10 s on the 2-core machine; CI runs it (./scripts/test --all)
 def test_shipped_model_solves_at_least_80_percent_of_100_fixed_puzzles():
     """The bundled model against the issue's bar, on the first 100 held-out puzzles (22-35 givens)."""
     import dgemma
