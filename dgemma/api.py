@@ -176,9 +176,9 @@ class Model:
         """One structured-output job per prompt (the server runs these through its own engine)."""
         if self.codec is None:
             raise ValueError("`json_schema` needs the checkpoint's tokenizer.json")
-        for name in ("max_new_tokens", "eos_token_ids"):
-            if kwargs.pop(name, None) is not None:
-                raise ValueError(f"`{name}` does not apply with `json_schema`: the schema sets the length")
+        if kwargs.pop("eos_token_ids", None) is not None:
+            raise ValueError("`eos_token_ids` does not apply with `json_schema`: the layout ends the output")
+        cap = kwargs.pop("max_new_tokens", None)  # a cap, as the server's max_tokens: the layout must fit
         if (
             isinstance(max_string_tokens, bool)
             or not isinstance(max_string_tokens, int)
@@ -192,6 +192,10 @@ class Model:
             self.defaults.eos_token_ids,
             max_string_tokens,
         )
+        if cap is not None and len(plan.tokens) > cap:
+            raise ValueError(
+                f"`json_schema` lays out to {len(plan.tokens)} tokens; `max_new_tokens` is {cap}"
+            )
         if len(plan.tokens) > self.defaults.max_new_tokens * 64:
             raise ValueError(f"`json_schema` lays out to {len(plan.tokens)} tokens; that is too long")
         requests = self.requests(prompts, max_new_tokens=len(plan.tokens), eos_token_ids=[], **kwargs)

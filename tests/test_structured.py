@@ -185,6 +185,9 @@ def test_bad_json_arguments(model):
         model.generate("x", mode="ar", json_schema=S)
     with pytest.raises(ValueError, match="max_new_tokens"):
         model.generate("x", json_schema=S, max_new_tokens=5)
+    # one rule for length: max_new_tokens is a cap (as the server's max_tokens); a layout that fits runs
+    out = model.generate("x", json_schema=S, max_new_tokens=500, seed=0, max_denoising_steps=2)
+    jsonschema.validate(json.loads(out.texts[0]), S)
     with pytest.raises(ValueError, match="json_rounds|max_rounds"):
         model.generate("x", json_schema=S, json_rounds=0)
     with pytest.raises(ValueError, match="max_string_tokens"):

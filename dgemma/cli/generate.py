@@ -74,7 +74,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     model = dgemma.load(args.model, dtype=args.dtype, device=args.device, compile=args.compile)
     if schema is not None:
         out = model.generate(
-            prompts, json_schema=schema, seed=args.seed, raw=args.raw, **sampler_overrides(args)
+            prompts,
+            json_schema=schema,
+            seed=args.seed,
+            raw=args.raw,
+            max_new_tokens=args.max_new_tokens,  # a cap: the schema's layout must fit
+            **sampler_overrides(args),
         )
         _print_outputs(out, args.json)
         return 0
@@ -103,8 +108,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def _read_schema(args: argparse.Namespace):
     from dgemma.structured.schema import compile_schema
 
-    if args.mode != "diffusion" or args.show_steps or args.max_new_tokens is not None:
-        raise ValueError("`--json-schema` works in diffusion mode, without --show-steps or --max-new-tokens")
+    if args.mode != "diffusion" or args.show_steps:
+        raise ValueError("`--json-schema` works in diffusion mode, without --show-steps")
     try:
         with open(args.json_schema, encoding="utf-8") as f:
             schema = json.load(f)
