@@ -41,6 +41,25 @@ CHAT_COMPLETION = {  # CreateChatCompletionResponse
                             "content": NULLABLE_STR,
                             "refusal": NULLABLE_STR,
                             "role": {"const": "assistant"},
+                            "tool_calls": {  # ChatCompletionMessageToolCall
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "required": ["id", "type", "function"],
+                                    "properties": {
+                                        "id": {"type": "string"},
+                                        "type": {"const": "function"},
+                                        "function": {
+                                            "type": "object",
+                                            "required": ["name", "arguments"],
+                                            "properties": {
+                                                "name": {"type": "string"},
+                                                "arguments": {"type": "string"},
+                                            },
+                                        },
+                                    },
+                                },
+                            },
                         },
                     },
                 },
@@ -68,6 +87,19 @@ CHAT_CHUNK = {  # CreateChatCompletionStreamResponse
                             "content": NULLABLE_STR,
                             "refusal": NULLABLE_STR,
                             "role": {"enum": ["developer", "system", "user", "assistant", "tool"]},
+                            "tool_calls": {  # ChatCompletionMessageToolCallChunk
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "required": ["index"],
+                                    "properties": {
+                                        "index": {"type": "integer"},
+                                        "id": {"type": "string"},
+                                        "type": {"const": "function"},
+                                        "function": {"type": "object"},
+                                    },
+                                },
+                            },
                         },
                     },
                     "finish_reason": {"anyOf": [FINISH, {"type": "null"}]},

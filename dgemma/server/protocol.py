@@ -18,6 +18,7 @@ from dgemma.engine.diffusion import slots_needed
 from dgemma.engine.request import Request
 from dgemma.generation.prompts import SEED_RANGE, seeds_for
 from dgemma.server.fields import ApiError, bool_field, dict_field, int_field, is_ids, is_number
+from dgemma.server.tools import forced_tool
 from dgemma.structured.generate import DEFAULT_ROUNDS, JsonJob, JsonPlan, plan_json
 from dgemma.structured.slots import DEFAULT_STRING_TOKENS
 from dgemma.text import check_messages
@@ -83,6 +84,7 @@ class Job:
     include_usage: bool = False
     include_drafts: bool = False
     json_jobs: list[JsonJob] | None = None  # response_format json_schema: one job per request
+    tool_name: str | None = None  # the function every choice calls (its arguments are the JSON)
 
 
 def parse_chat(body: Any, model: Model, name: str, capacity: int) -> Job:
@@ -101,9 +103,13 @@ def parse_chat(body: Any, model: Model, name: str, capacity: int) -> Job:
     except ValueError as err:
         raise ApiError(400, str(err), "messages") from None
     limit = int_field(body, "max_completion_tokens", 1) or int_field(body, "max_tokens", 1)
-    return _job(
-        JobKind.CHAT, body, model, name, capacity, [prompt], limit, "messages", _json_plan(body, model)
-    )
+    tool = forced_tool(body)
+    if tool is not None and body.get("response_format") is not None:
+        raise ApiError(400, "`response_format` and a forced tool call cannot be combined", "response_format")
+    plan = _plan(tool.parameters, body, model, "tools") if tool is not None else _json_plan(body, model)
+    job = _job(JobKind.CHAT, body, model, name, capacity, [prompt], limit, "messages", plan)
+    job.tool_name = tool.name if tool is not None else None
+    return job
 
 
 def parse_completion(body: Any, model: Model, name: str, capacity: int) -> Job:
@@ -233,7 +239,7 @@ def _refuse_unsupported(body: dict, chat: bool) -> None:
     if body.get("logit_bias"):
         raise ApiError(400, "`logit_bias` is not supported", "logit_bias")
     if chat:
-        for key in ("tools", "functions", "tool_choice", "function_call", "top_logprobs"):
+        for key in ("functions", "function_call", "top_logprobs"):  # tools: see tools.py
             if body.get(key) not in (None, [], "none"):
                 raise ApiError(400, f"`{key}` is not supported", key)
         fmt = body.get("response_format")
@@ -273,15 +279,20 @@ def _json_plan(body: dict, model: Model) -> JsonPlan | None:
         )
     if "schema" not in spec:
         raise ApiError(400, "`response_format.json_schema.schema` is required", "response_format")
+    return _plan(spec["schema"], body, model, "response_format")
+
+
+def _plan(schema: Any, body: dict, model: Model, param: str) -> JsonPlan:
+    """The structured-output plan of a schema (a response format's, or a forced tool's parameters)."""
     if model.codec is None:
-        raise ApiError(400, "structured output needs the model's tokenizer", "response_format")
+        raise ApiError(400, "structured output needs the model's tokenizer", param)
     strings = int_field(body, "max_string_tokens", 1, 256) or DEFAULT_STRING_TOKENS
     try:
         return plan_json(
-            spec["schema"], model.codec, model.defaults.pad_token_id, model.defaults.eos_token_ids, strings
+            schema, model.codec, model.defaults.pad_token_id, model.defaults.eos_token_ids, strings
         )
     except ValueError as err:
-        raise ApiError(400, str(err), "response_format") from None
+        raise ApiError(400, str(err), param) from None
 
 
 def _flatten(index: int, message: dict) -> dict:

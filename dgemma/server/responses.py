@@ -27,12 +27,27 @@ def usage(job: Job, choices: list[ChoiceText]) -> dict[str, Any]:
     return out
 
 
+def tool_call_id(rid: str, index: int) -> str:
+    return f"call_{rid.rsplit('-', 1)[-1][:16]}_{index}"
+
+
+def _message(job: Job, rid: str, index: int, text: str) -> dict[str, Any]:
+    if job.tool_name is None:
+        return {"role": "assistant", "content": text, "refusal": None}
+    call = {
+        "id": tool_call_id(rid, index),
+        "type": "function",
+        "function": {"name": job.tool_name, "arguments": text},
+    }
+    return {"role": "assistant", "content": None, "refusal": None, "tool_calls": [call]}
+
+
 def full_response(job: Job, rid: str, created: int, choices: list[ChoiceText]) -> dict[str, Any]:
     if job.kind is JobKind.CHAT:
         items = [
             {
                 "index": i,
-                "message": {"role": "assistant", "content": c.text, "refusal": None},
+                "message": _message(job, rid, i, c.text),
                 "finish_reason": c.finish_reason,
                 "logprobs": None,
             }
@@ -80,7 +95,12 @@ class ChunkWriter:
         return self._chunk([{"index": index, "delta": delta, "finish_reason": None, "logprobs": None}])
 
     def content(self, index: int, text: str, finish_reason: str | None = None) -> dict[str, Any]:
-        if self.job.kind is JobKind.CHAT:
+        if self.job.kind is JobKind.CHAT and self.job.tool_name is not None:
+            function = {"name": self.job.tool_name, "arguments": text}
+            call = {"index": 0, "id": tool_call_id(self.rid, index), "type": "function", "function": function}
+            delta = {"tool_calls": [call]} if text else {}
+            choice = {"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+        elif self.job.kind is JobKind.CHAT:
             delta = {"content": text} if text else {}
             choice = {"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
         else:

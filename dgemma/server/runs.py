@@ -139,7 +139,7 @@ class Run:
         choice.tokens, choice.text = job.tokens, job.text()
         choice.canvases, choice.steps = job.stats.canvases, job.stats.decoder_forwards
         choice.rounds, choice.repaired = job.stats.rounds, job.stats.repaired_slots
-        return [("finish", i, choice.finish("stop"))]
+        return [("finish", i, choice.finish("tool_calls" if self.job.tool_name else "stop"))]
 
     def _first_canvas(self) -> None:
         if self.first_canvas is None:
