@@ -111,49 +111,37 @@ CHAT_CHUNK = {  # CreateChatCompletionStreamResponse
     },
 }
 
-COMPLETION = {  # CreateCompletionResponse
-    "type": "object",
-    "required": ["id", "choices", "created", "model", "object"],
-    "properties": {
-        **HEAD,
-        "object": {"const": "text_completion"},
-        "usage": USAGE,
-        "choices": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["finish_reason", "index", "logprobs", "text"],
-                "properties": {
-                    "finish_reason": {"enum": ["stop", "length", "content_filter"]},
-                    "index": {"type": "integer"},
-                    "logprobs": {"type": ["object", "null"]},
-                    "text": {"type": "string"},
-                },
-            },
-        },
-    },
-}
 
-COMPLETION_CHUNK = {  # the spec streams CreateCompletionResponse objects; finish_reason is null until the end
-    **COMPLETION,
-    "properties": {
-        **COMPLETION["properties"],
-        "usage": {"anyOf": [USAGE, {"type": "null"}]},
-        "choices": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["finish_reason", "index", "logprobs", "text"],
-                "properties": {
-                    "finish_reason": {"enum": ["stop", "length", "content_filter", None]},
-                    "index": {"type": "integer"},
-                    "logprobs": {"type": ["object", "null"]},
-                    "text": {"type": "string"},
+def _completion(finish: dict, usage: dict) -> dict:
+    return {
+        "type": "object",
+        "required": ["id", "choices", "created", "model", "object"],
+        "properties": {
+            **HEAD,
+            "object": {"const": "text_completion"},
+            "usage": usage,
+            "choices": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["finish_reason", "index", "logprobs", "text"],
+                    "properties": {
+                        "finish_reason": finish,
+                        "index": {"type": "integer"},
+                        "logprobs": {"type": ["object", "null"]},
+                        "text": {"type": "string"},
+                    },
                 },
             },
         },
-    },
-}
+    }
+
+
+COMPLETION = _completion({"enum": ["stop", "length", "content_filter"]}, USAGE)  # CreateCompletionResponse
+# the spec streams CreateCompletionResponse objects; finish_reason is null until a choice ends
+COMPLETION_CHUNK = _completion(
+    {"enum": ["stop", "length", "content_filter", None]}, {"anyOf": [USAGE, {"type": "null"}]}
+)
 
 MODEL = {  # Model
     "type": "object",
