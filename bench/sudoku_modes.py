@@ -62,12 +62,9 @@ def main() -> None:
             print(f"{source:30s} {mode:20s} {report['solve_rate']:.1%}", file=sys.stderr, flush=True)
     record = {"machine": f"{platform.machine()}, {platform.processor() or 'cpu'}", "n": args.n, "rows": rows}
     (args.out / "sudoku_modes.json").write_text(json.dumps(record, indent=2))
-    print(
-        "| source | mode | solved | "
-        + " | ".join(BUCKETS)
-        + " | singles | harder | steps | attempts | puzzles/s |"
-    )
-    print("| --- " * (9 + len(BUCKETS) - 2) + "|")
+    columns = ["source", "mode", "solved", *BUCKETS, "singles", "harder", "steps", "attempts", "puzzles/s"]
+    print("| " + " | ".join(columns) + " |")
+    print("| --- " * len(columns) + "|")
     for r in rows:
         buckets = [
             f"{r['by_givens'][b]['solve_rate']:.1%} ({r['by_givens'][b]['n']})"
