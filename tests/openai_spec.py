@@ -18,123 +18,118 @@ HEAD = {
     "system_fingerprint": NULLABLE_STR,
 }
 
-CHAT_COMPLETION = {  # CreateChatCompletionResponse
-    "type": "object",
-    "required": ["id", "choices", "created", "model", "object"],
-    "properties": {
-        **HEAD,
-        "object": {"const": "chat.completion"},
-        "usage": USAGE,
-        "choices": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["finish_reason", "index", "message", "logprobs"],
-                "properties": {
-                    "finish_reason": FINISH,
-                    "index": {"type": "integer"},
-                    "logprobs": {"type": ["object", "null"]},
-                    "message": {  # ChatCompletionResponseMessage
-                        "type": "object",
-                        "required": ["content", "refusal", "role"],
-                        "properties": {
-                            "content": NULLABLE_STR,
-                            "refusal": NULLABLE_STR,
-                            "role": {"const": "assistant"},
-                            "tool_calls": {  # ChatCompletionMessageToolCall
-                                "type": "array",
-                                "items": {
-                                    "type": "object",
-                                    "required": ["id", "type", "function"],
-                                    "properties": {
-                                        "id": {"type": "string"},
-                                        "type": {"const": "function"},
-                                        "function": {
-                                            "type": "object",
-                                            "required": ["name", "arguments"],
-                                            "properties": {
-                                                "name": {"type": "string"},
-                                                "arguments": {"type": "string"},
-                                            },
-                                        },
-                                    },
-                                },
-                            },
-                        },
-                    },
-                },
-            },
-        },
-    },
-}
 
-CHAT_CHUNK = {  # CreateChatCompletionStreamResponse
-    "type": "object",
-    "required": ["id", "choices", "created", "model", "object"],
-    "properties": {
-        **HEAD,
-        "object": {"const": "chat.completion.chunk"},
-        "usage": {"anyOf": [USAGE, {"type": "null"}]},
-        "choices": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["delta", "finish_reason", "index"],
-                "properties": {
-                    "delta": {  # ChatCompletionStreamResponseDelta
-                        "type": "object",
-                        "properties": {
-                            "content": NULLABLE_STR,
-                            "refusal": NULLABLE_STR,
-                            "role": {"enum": ["developer", "system", "user", "assistant", "tool"]},
-                            "tool_calls": {  # ChatCompletionMessageToolCallChunk
-                                "type": "array",
-                                "items": {
-                                    "type": "object",
-                                    "required": ["index"],
-                                    "properties": {
-                                        "index": {"type": "integer"},
-                                        "id": {"type": "string"},
-                                        "type": {"const": "function"},
-                                        "function": {"type": "object"},
-                                    },
-                                },
-                            },
-                        },
-                    },
-                    "finish_reason": {"anyOf": [FINISH, {"type": "null"}]},
-                    "index": {"type": "integer"},
-                    "logprobs": {"type": ["object", "null"]},
-                },
-            },
-        },
-    },
-}
-
-
-def _completion(finish: dict, usage: dict) -> dict:
+def _envelope(obj: str, usage: dict, choice: dict) -> dict:
+    """A response object of the spec: id, created, model, object, usage and a list of choices."""
     return {
         "type": "object",
         "required": ["id", "choices", "created", "model", "object"],
         "properties": {
             **HEAD,
-            "object": {"const": "text_completion"},
+            "object": {"const": obj},
             "usage": usage,
-            "choices": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["finish_reason", "index", "logprobs", "text"],
-                    "properties": {
-                        "finish_reason": finish,
-                        "index": {"type": "integer"},
-                        "logprobs": {"type": ["object", "null"]},
-                        "text": {"type": "string"},
+            "choices": {"type": "array", "items": choice},
+        },
+    }
+
+
+# CreateChatCompletionResponse; its message is ChatCompletionResponseMessage (with tool calls)
+CHAT_COMPLETION = _envelope(
+    "chat.completion",
+    USAGE,
+    {
+        "type": "object",
+        "required": ["finish_reason", "index", "message", "logprobs"],
+        "properties": {
+            "finish_reason": {"enum": ["stop", "length", "tool_calls", "content_filter", "function_call"]},
+            "index": {"type": "integer"},
+            "logprobs": {"type": ["object", "null"]},
+            "message": {
+                "type": "object",
+                "required": ["content", "refusal", "role"],
+                "properties": {
+                    "content": {"type": ["string", "null"]},
+                    "refusal": {"type": ["string", "null"]},
+                    "role": {"const": "assistant"},
+                    "tool_calls": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["id", "type", "function"],
+                            "properties": {
+                                "id": {"type": "string"},
+                                "type": {"const": "function"},
+                                "function": {
+                                    "type": "object",
+                                    "required": ["name", "arguments"],
+                                    "properties": {
+                                        "name": {"type": "string"},
+                                        "arguments": {"type": "string"},
+                                    },
+                                },
+                            },
+                        },
                     },
                 },
             },
         },
+    },
+)
+
+# CreateChatCompletionStreamResponse; the delta is ChatCompletionStreamResponseDelta
+CHAT_CHUNK = _envelope(
+    "chat.completion.chunk",
+    {"anyOf": [USAGE, {"type": "null"}]},
+    {
+        "type": "object",
+        "required": ["delta", "finish_reason", "index"],
+        "properties": {
+            "delta": {
+                "type": "object",
+                "properties": {
+                    "content": {"type": ["string", "null"]},
+                    "refusal": {"type": ["string", "null"]},
+                    "role": {"enum": ["developer", "system", "user", "assistant", "tool"]},
+                    "tool_calls": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["index"],
+                            "properties": {
+                                "index": {"type": "integer"},
+                                "id": {"type": "string"},
+                                "type": {"const": "function"},
+                                "function": {"type": "object"},
+                            },
+                        },
+                    },
+                },
+            },
+            "finish_reason": {
+                "anyOf": [
+                    {"enum": ["stop", "length", "tool_calls", "content_filter", "function_call"]},
+                    {"type": "null"},
+                ]
+            },
+            "index": {"type": "integer"},
+            "logprobs": {"type": ["object", "null"]},
+        },
+    },
+)
+
+
+def _completion(finish: dict, usage: dict) -> dict:
+    choice = {
+        "type": "object",
+        "required": ["finish_reason", "index", "logprobs", "text"],
+        "properties": {
+            "finish_reason": finish,
+            "index": {"type": "integer"},
+            "logprobs": {"type": ["object", "null"]},
+            "text": {"type": "string"},
+        },
     }
+    return _envelope("text_completion", usage, choice)
 
 
 COMPLETION = _completion({"enum": ["stop", "length", "content_filter"]}, USAGE)  # CreateCompletionResponse
