@@ -1,57 +1,34 @@
 """The Python API: `dgemma.load(DIR)` and the `Model` it returns (text in, text out).
 
-This is the one layer that joins tokenization and the engine: prompts become token ids here,
-requests go to the diffusion or autoregressive loop, and completions come back as text.
+A facade over `dgemma.generation`: prompts become requests by its rules (`prompts`), run through
+its one runner (`run`), infilling and structured output included; the logits methods expose the
+encoder and decoder passes for parity checks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from dgemma import editing
 from dgemma.config import GenerationDefaults, ModelConfig, SamplerConfig
 from dgemma.config.files import inside, read_json
-from dgemma.engine.autoregressive import run_autoregressive
 from dgemma.engine.cache import KVCache
-from dgemma.engine.diffusion import run_diffusion
-from dgemma.engine.events import DoneEvent, Event
+from dgemma.engine.events import Event
 from dgemma.engine.passes import decode_rows, encode_rows
 from dgemma.engine.request import Request
-from dgemma.engine.results import Completion, FinishReason, RowStats
-from dgemma.generation.prompts import seeds_for
+from dgemma.engine.results import Completion
+from dgemma.generation import infill as infilling
+from dgemma.generation import run
+from dgemma.generation.prompts import RequestBuilder
+from dgemma.generation.run import GenerationOutput, Mode
 from dgemma.model import DiffusionGemma, load_model
-from dgemma.structured.generate import DEFAULT_ROUNDS, JsonJob, plan_json, run_json
-from dgemma.structured.slots import DEFAULT_STRING_TOKENS
+from dgemma.structured.generate import JsonJob
 from dgemma.text import TextCodec
 
-
-class Mode(StrEnum):
-    DIFFUSION = "diffusion"
-    AR = "ar"
-
-
-@dataclass
-class GenerationOutput:
-    """One entry per prompt, in order."""
-
-    texts: list[str]
-    token_ids: list[list[int]]
-    finish_reasons: list[FinishReason]
-    stats: list[RowStats]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "texts": self.texts,
-            "token_ids": self.token_ids,
-            "finish_reasons": [f.value for f in self.finish_reasons],
-            "stats": [s.to_dict() for s in self.stats],
-        }
+__all__ = ["GenerationOutput", "Mode", "Model", "load"]
 
 
 def load(
@@ -97,6 +74,14 @@ class Model:
         self.codec = codec
         self.sampler_defaults = sampler
         self.defaults = defaults
+        self.builder = RequestBuilder(
+            codec,
+            sampler,
+            defaults,
+            model.config.vocab_size,
+            model.config.canvas_length,
+            model.config.max_position_embeddings,
+        )
 
     @property
     def config(self) -> ModelConfig:
@@ -104,7 +89,7 @@ class Model:
 
     def tokenize(self, prompts: Any, raw: bool = False) -> list[list[int]]:
         """Prompts (text, chat messages, or token ids; one or many) as lists of token ids."""
-        return [self._tokenize_one(p, raw) for p in _as_prompt_list(prompts)]
+        return [self.builder.prompt_ids(p, raw) for p in _as_prompt_list(prompts)]
 
     def requests(
         self,
@@ -112,34 +97,33 @@ class Model:
         max_new_tokens: int | None = None,
         seed: int | Sequence[int] | None = 0,
         raw: bool = False,
-        temperature: float = 0.0,
+        temperature: float | None = None,
         eos_token_ids: Sequence[int] | None = None,
         **sampler_overrides: Any,
     ) -> list[Request]:
-        """Engine requests for prompts; sampler settings not given come from generation_config.json."""
-        ids = self.tokenize(prompts, raw)
-        sampler = self.sampler_defaults.replace(**sampler_overrides)
-        seeds = seeds_for(seed, len(ids))
-        max_new = self.defaults.max_new_tokens if max_new_tokens is None else max_new_tokens
-        eos = self.defaults.eos_token_ids if eos_token_ids is None else tuple(int(t) for t in eos_token_ids)
-        return [Request(p, max_new, sampler, s, eos, temperature) for p, s in zip(ids, seeds, strict=True)]
+        """Engine requests for prompts, by the rules of `dgemma.generation.prompts` (the server's too)."""
+        return self.builder.requests(
+            self.tokenize(prompts, raw),
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            temperature=temperature,
+            eos_token_ids=eos_token_ids,
+            sampler=sampler_overrides,
+        )
 
     def stream(
         self, prompts: Any, mode: Mode | str = Mode.DIFFUSION, drafts: bool = True, **kwargs: Any
     ) -> Iterator[Event]:
         """Run generation and yield its events (drafts, commits, then a Done event with completions)."""
-        requests = self.requests(prompts, **kwargs)
-        if Mode(mode) is Mode.AR:
-            return run_autoregressive(self.model, requests)
-        return run_diffusion(self.model, requests, emit_drafts=drafts)
+        return run.stream(self.model, self.requests(prompts, **kwargs), _mode(mode), drafts)
 
     def generate(
         self,
         prompts: Any,
         mode: Mode | str = Mode.DIFFUSION,
         json_schema: dict[str, Any] | None = None,
-        json_rounds: int = DEFAULT_ROUNDS,
-        max_string_tokens: int = DEFAULT_STRING_TOKENS,
+        json_rounds: int | None = None,
+        max_string_tokens: int | None = None,
         **kwargs: Any,
     ) -> GenerationOutput:
         """Generate for one prompt or a batch.
@@ -148,87 +132,67 @@ class Model:
             prompts: a string, a chat (list of {role, content}), a list of token ids, or a list of any of these.
                 Strings are wrapped in the chat template as one user turn unless `raw=True`.
             mode: "diffusion" (block diffusion) or "ar" (next-token decoding on the same weights).
-            max_new_tokens: tokens to generate at most (default from generation_config.json).
+            max_new_tokens: tokens to generate at most (default from generation_config.json, cut to
+                the context); with `json_schema`, a cap the schema's layout must fit under.
             seed: an int (prompt i uses seed + i), a list with one seed per prompt, or None for random.
             raw: tokenize strings as they are, without the chat template.
-            temperature: autoregressive mode only; 0 is greedy.
+            temperature: the sampling temperature in both modes (docs/api.md): diffusion runs its
+                schedule from T down to T / 2, AR samples every token at T; 0 is greedy. Default:
+                the checkpoint's schedule (diffusion), greedy (AR).
             eos_token_ids: tokens that end generation (default from generation_config.json).
             json_schema: a JSON Schema (the subset in docs/structured.md); every text then parses and
-                validates against it. `max_new_tokens` and `eos_token_ids` do not apply: the schema's
-                layout sets the length.
+                validates against it.
             json_rounds: generation rounds at most for a schema (invalid slots are renoised between
-                rounds; after the last, they are set to the nearest valid value).
+                rounds; after the last, they are set to the nearest valid value). Default 3.
             max_string_tokens: token positions of a string value without a smaller `maxLength`.
             **sampler_overrides: max_denoising_steps, entropy_bound, t_min, t_max, stability_threshold,
                 confidence_threshold.
         """
         if json_schema is not None:
-            return self._generate_json(prompts, mode, json_schema, json_rounds, max_string_tokens, kwargs)
-        done = None
-        for event in self.stream(prompts, mode=mode, drafts=False, **kwargs):
-            if isinstance(event, DoneEvent):
-                done = event
-        return self.finish(done.completions)
+            if _mode(mode) is not Mode.DIFFUSION:
+                raise ValueError("`json_schema` needs diffusion mode: the layout is clamped into the canvas")
+            return run.run_json(
+                self.model, self.json_jobs(prompts, json_schema, json_rounds, max_string_tokens, **kwargs)
+            )
+        return run.texts(self.codec, run.complete(self.model, self.requests(prompts, **kwargs), _mode(mode)))
 
     def json_jobs(
-        self, prompts: Any, json_schema: Any, json_rounds: int, max_string_tokens: int, **kwargs: Any
+        self,
+        prompts: Any,
+        json_schema: Any,
+        json_rounds: int | None = None,
+        max_string_tokens: int | None = None,
+        raw: bool = False,
+        max_new_tokens: int | None = None,
+        seed: int | Sequence[int] | None = 0,
+        temperature: float | None = None,
+        eos_token_ids: Sequence[int] | None = None,
+        **sampler_overrides: Any,
     ) -> list[JsonJob]:
-        """One structured-output job per prompt (the server runs these through its own engine)."""
-        if self.codec is None:
-            raise ValueError("`json_schema` needs the checkpoint's tokenizer.json")
-        if kwargs.pop("eos_token_ids", None) is not None:
-            raise ValueError("`eos_token_ids` does not apply with `json_schema`: the layout ends the output")
-        cap = kwargs.pop("max_new_tokens", None)  # a cap, as the server's max_tokens: the layout must fit
-        if (
-            isinstance(max_string_tokens, bool)
-            or not isinstance(max_string_tokens, int)
-            or max_string_tokens < 1
-        ):
-            raise ValueError(f"`max_string_tokens` must be a positive integer, got {max_string_tokens!r}")
-        plan = plan_json(
-            json_schema,
-            self.codec,
-            self.defaults.pad_token_id,
-            self.defaults.eos_token_ids,
-            max_string_tokens,
-        )
-        if cap is not None and len(plan.tokens) > cap:
-            raise ValueError(
-                f"`json_schema` lays out to {len(plan.tokens)} tokens; `max_new_tokens` is {cap}"
-            )
-        if len(plan.tokens) > self.defaults.max_new_tokens * 64:
-            raise ValueError(f"`json_schema` lays out to {len(plan.tokens)} tokens; that is too long")
-        requests = self.requests(prompts, max_new_tokens=len(plan.tokens), eos_token_ids=[], **kwargs)
-        return [JsonJob(plan, r, json_rounds) for r in requests]
-
-    def _generate_json(self, prompts, mode, schema, rounds, max_string_tokens, kwargs) -> GenerationOutput:
-        if Mode(mode) is not Mode.DIFFUSION:
-            raise ValueError("`json_schema` needs diffusion mode: the layout is clamped into the canvas")
-        jobs = self.json_jobs(prompts, schema, rounds, max_string_tokens, **kwargs)
-        run_json(self.model, jobs)
-        return GenerationOutput(
-            [j.text() for j in jobs],
-            [j.tokens for j in jobs],
-            [FinishReason.STOP for _ in jobs],
-            [j.stats for j in jobs],
+        """One structured-output job per prompt (`max_new_tokens` caps the schema's layout)."""
+        plan = self.builder.json_plan(json_schema, max_string_tokens)
+        return self.builder.json_jobs(
+            self.tokenize(prompts, raw),
+            plan,
+            json_rounds,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            temperature=temperature,
+            eos_token_ids=eos_token_ids,
+            sampler=sampler_overrides,
         )
 
     def infill(self, prefix: str, suffix: str, length: int | str = "auto", **kwargs: Any):
-        """Fill the gap between prefix and suffix (see `dgemma.editing.infill`); returns an InfillResult."""
-        return editing.infill(self, prefix, suffix, length, **kwargs)
+        """Fill the gap between prefix and suffix (see `dgemma.generation.infill`); an InfillResult."""
+        return infilling.infill(self.model, self.builder, prefix, suffix, length, **kwargs)
 
     def edit(self, text: str, start: int, end: int, length: int | str = "auto", **kwargs: Any):
-        """Regenerate text[start:end] in place, keeping the rest byte for byte (see `dgemma.editing.edit`)."""
-        return editing.edit(self, text, start, end, length, **kwargs)
+        """Regenerate text[start:end] in place, keeping the rest byte for byte (`dgemma.generation.infill`)."""
+        return infilling.edit(self.model, self.builder, text, start, end, length, **kwargs)
 
     def finish(self, completions: list[Completion]) -> GenerationOutput:
-        texts = [self.codec.decode(c.token_ids) if self.codec else "" for c in completions]
-        return GenerationOutput(
-            texts,
-            [c.token_ids for c in completions],
-            [c.finish_reason for c in completions],
-            [c.stats for c in completions],
-        )
+        """Completions (e.g. from the Done event of `stream`) as text."""
+        return run.texts(self.codec, completions)
 
     @torch.inference_mode()
     def encoder_logits(self, input_ids: Any, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -268,21 +232,12 @@ class Model:
         capacity = max(len(r) for r in rows) + extra
         return KVCache(self.config, len(rows), capacity, self.model.dtype, self.model.device)
 
-    def _tokenize_one(self, prompt: Any, raw: bool) -> list[int]:
-        if isinstance(prompt, str):
-            if self.codec is None:
-                raise ValueError("this checkpoint has no tokenizer.json; pass token ids instead of text")
-            if raw:
-                return self.codec.encode_raw(prompt)
-            return self.codec.encode_chat([{"role": "user", "content": prompt}])
-        if isinstance(prompt, list) and prompt and isinstance(prompt[0], dict):
-            if self.codec is None:
-                raise ValueError("this checkpoint has no tokenizer.json; chat messages need one")
-            return self.codec.encode_chat(prompt)
-        ids = list(prompt)
-        if not ids or not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
-            raise ValueError("`prompts`: a token-id prompt must be a non-empty list of integers")
-        return ids
+
+def _mode(mode: Mode | str) -> Mode:
+    try:
+        return Mode(mode)
+    except ValueError:
+        raise ValueError(f"`mode` must be 'diffusion' or 'ar', got {mode!r}") from None
 
 
 def _as_prompt_list(prompts: Any) -> list[Any]:

@@ -29,7 +29,7 @@ def test_generate_text_uses_chat_template(checkpoint, model):
     assert result["token_ids"] == expected.token_ids[0]
     assert result["text"] == model.codec.decode(result["token_ids"])
     stats = result["stats"]
-    assert stats["canvases"] == len(stats["steps_per_canvas"]) and stats["decoder_forwards"] == sum(
+    assert stats["canvases"] == len(stats["steps_per_canvas"]) and stats["decoder_passes"] == sum(
         stats["steps_per_canvas"]
     )
     assert set(stats) >= {"tokens_per_forward", "prefill_s", "denoise_s", "commit_s"}

@@ -139,9 +139,13 @@ def test_cache_allocated_once_and_events_consistent(model, monkeypatch):
     completion = done.completions[0]
     drafts = [e for e in events if isinstance(e, DraftEvent)]
     commits = [e for e in events if isinstance(e, CommitEvent)]
-    assert len(drafts) == completion.stats.decoder_forwards == sum(completion.stats.steps_per_canvas)
+    assert len(drafts) == completion.stats.decoder_passes == sum(completion.stats.steps_per_canvas)
     assert [t for c in commits for t in c.tokens] == completion.token_ids
-    assert completion.stats.tokens_per_forward == pytest.approx(len(completion.token_ids) / len(drafts))
+    assert (
+        completion.stats.encoder_passes == completion.stats.canvases
+    )  # the prompt, then each canvas but the last
+    passes = len(drafts) + completion.stats.encoder_passes
+    assert completion.stats.tokens_per_forward == pytest.approx(len(completion.token_ids) / passes)
     # the last draft of each canvas is what gets committed
     last = {e.canvas_index: e.tokens.tolist() for e in drafts}
     assert commits[0].tokens == last[0][: len(commits[0].tokens)]
@@ -156,7 +160,9 @@ def test_autoregressive_cached_equals_uncached(model):
         logits = model.encoder_logits(torch.tensor([seq]))[0, -1]
         assert int(logits.argmax()) == tok
         seq.append(tok)
-    assert out.stats[0].decoder_forwards == 10 and out.finish_reasons[0].value == "length"
+    assert (out.stats[0].encoder_passes, out.stats[0].decoder_passes) == (10, 0) and out.finish_reasons[
+        0
+    ].value == "length"
 
 
 def test_autoregressive_batch_and_sampling(model):
@@ -183,6 +189,11 @@ def test_bad_api_input_names_the_field(model):
         model.generate([10**6])
     with pytest.raises(ValueError, match="allows"):
         model.generate("hi", max_new_tokens=10**7)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        model.generate("hi", max_new_tokens=10**400)  # integer arithmetic: no OverflowError
+    for bad in (10**400, -0.5, float("nan"), "0.5"):
+        with pytest.raises(ValueError, match="temperature"):
+            model.generate("hi", temperature=bad)
     with pytest.raises(ValueError, match="role"):
         model.generate([{"role": "wizard", "content": "hi"}])
 

@@ -75,7 +75,8 @@ def test_chat_stream_equals_non_stream_and_reports_usage(client, conditioned):
     assert usage.completion_tokens == len(expected.token_ids[0])
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
     assert usage.canvases == expected.stats[0].canvases
-    assert usage.denoising_steps == expected.stats[0].decoder_forwards
+    assert usage.denoising_steps == expected.stats[0].decoder_passes
+    assert usage.tokens_per_forward == round(expected.stats[0].tokens_per_forward, 4)
     stream = client.chat.completions.create(
         model=NAME, messages=CHAT, max_tokens=20, seed=7, stream=True, stream_options={"include_usage": True}
     )

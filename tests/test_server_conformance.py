@@ -147,3 +147,34 @@ def test_the_server_and_the_api_build_the_same_requests(model):
     job = parse_chat(body, model, NAME, 4096)
     assert job.requests == model.requests([MSG, MSG], max_new_tokens=8, seed=2**63 - 1)
     assert [r.seed for r in job.requests] == [2**63 - 1, 0]  # one seed rule: modulo 2**63
+
+
+def test_temperature_means_one_thing_in_the_server_and_the_api(model):
+    """temperature T: the diffusion schedule from T to T / 2 and AR sampling at T, in both doors;
+    0 is the schedule's floor (and greedy AR); explicit t_max / t_min win; none keeps the defaults."""
+    from dgemma.generation.prompts import GREEDY_TEMPERATURE
+    from dgemma.server.protocol import parse_completion
+
+    for temperature, t_max, t_min in ((0.6, 0.6, 0.3), (0, GREEDY_TEMPERATURE, GREEDY_TEMPERATURE / 2)):
+        body = {"model": NAME, "prompt": [5, 6], "seed": 1, "temperature": temperature}
+        server = parse_completion(body, model, NAME, 4096).requests
+        api = model.requests([[5, 6]], seed=1, temperature=temperature)
+        assert server == api
+        assert (api[0].sampler.t_max, api[0].sampler.t_min, api[0].temperature) == (t_max, t_min, temperature)
+    body = {"model": NAME, "prompt": [5, 6], "seed": 1, "temperature": 1.0, "t_min": 0.1}
+    (req,) = parse_completion(body, model, NAME, 4096).requests
+    assert (req.sampler.t_max, req.sampler.t_min) == (1.0, 0.1)
+    assert req == model.requests([[5, 6]], seed=1, temperature=1.0, t_min=0.1)[0]
+    (req,) = model.requests([[5, 6]], seed=1)
+    assert req.sampler == model.sampler_defaults and req.temperature == 0.0
+
+
+def test_default_length_is_cut_to_the_context_the_same_way_in_both_doors(model):
+    from dgemma.server.protocol import parse_completion
+
+    C = model.config.canvas_length
+    prompt = list(range(1, 10))
+    capacity = len(prompt) + C  # one canvas of room
+    (server,) = parse_completion({"model": NAME, "prompt": prompt, "seed": 0}, model, NAME, capacity).requests
+    (api,) = model.builder.with_capacity(capacity).requests([prompt], seed=0)
+    assert server == api and api.max_new_tokens == min(C, model.defaults.max_new_tokens)

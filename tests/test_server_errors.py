@@ -210,7 +210,9 @@ def test_dgemma_serve_command_runs_the_bundled_model():
         url = line.strip().rsplit(" ", 1)[1]
         puzzle = "000300010039850006001020400000902300014705000690000000000500780050278060000490105"
         status, body = post_json(
-            url, COMP, {"model": "dgemma-sudoku", "prompt": f"<bos>{puzzle}<sep>", "max_tokens": 82, "seed": 0}
+            url,
+            COMP,
+            {"model": "dgemma-sudoku", "prompt": f"<bos>{puzzle}<sep>", "max_tokens": 82, "seed": 0},
         )
         assert status == 200
         solution = body["choices"][0]["text"]

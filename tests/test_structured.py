@@ -108,7 +108,7 @@ def test_many_seeds_one_schema(model):
 
 def test_layout_text_is_clamped_and_settled_slots_survive_rounds(conditioned, monkeypatch):
     """Literal JSON is clamped in every round; a slot valid after a round is clamped in later rounds."""
-    import dgemma.structured.generate as gen
+    import dgemma.generation.run as gen
 
     model = conditioned[2]
     schema = SCHEMAS[14]
@@ -140,7 +140,7 @@ def test_retries_are_counted(conditioned):
     for text, stats in zip(out.texts, out.stats, strict=True):
         assert json.loads(text) in (3, 4)
         assert stats.rounds in (1, 2)
-        assert stats.decoder_forwards >= stats.rounds
+        assert stats.decoder_passes >= stats.rounds
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,13 @@ def add_parsers(sub) -> None:
     )
     gen.add_argument("--max-new-tokens", "--max_new_tokens", dest="max_new_tokens", type=int, default=None)
     gen.add_argument("--seed", type=int, default=0, help="random seed (prompt i uses seed + i)")
-    gen.add_argument("--temperature", type=float, default=0.0, help="--mode ar only: 0 is greedy")
+    gen.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="sampling temperature, 0 (greedy) to 2: AR draws at T, diffusion runs its schedule T -> T/2 "
+        "(default: the checkpoint's schedule; greedy AR)",
+    )
     gen.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
     gen.add_argument("--device", default="cpu")
     gen.add_argument(
@@ -65,9 +71,10 @@ def add_parsers(sub) -> None:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     import dgemma
+    from dgemma.generation.prompts import sampler_for
 
     prompts = [sys.stdin.read() if p == "-" else p for p in args.prompts]
-    SamplerConfig().replace(**sampler_overrides(args))  # fail on bad settings before loading weights
+    sampler_for(SamplerConfig(), args.temperature, sampler_overrides(args))  # fail before loading weights
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise ValueError(f"`max_new_tokens` must be a positive integer, got {args.max_new_tokens}")
     schema = _read_schema(args) if args.json_schema else None
@@ -79,6 +86,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             seed=args.seed,
             raw=args.raw,
             max_new_tokens=args.max_new_tokens,  # a cap: the schema's layout must fit
+            temperature=args.temperature,
             **sampler_overrides(args),
         )
         _print_outputs(out, args.json)

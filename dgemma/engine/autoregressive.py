@@ -58,7 +58,7 @@ def run_autoregressive(model: DiffusionGemma, requests: list[Request]) -> Iterat
         events = []
         for r, tok in zip(active, picked, strict=True):
             setattr(stats[r], phase, getattr(stats[r], phase) + elapsed)
-            stats[r].decoder_forwards += 1
+            stats[r].encoder_passes += 1
             if tok in requests[r].eos_token_ids:
                 finish[r] = FinishReason.STOP
                 continue

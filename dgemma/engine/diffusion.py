@@ -188,6 +188,7 @@ class DiffusionEngine:
         elapsed = time.perf_counter() - start
         for row in rows:
             setattr(row.stats, row.phase, getattr(row.stats, row.phase) + elapsed)
+            row.stats.encoder_passes += 1
             row.pending, row.phase = None, Phase.COMMIT
             self._guarded(row, events, self._start_canvas, row)
 
@@ -241,7 +242,7 @@ class DiffusionEngine:
         row.entropy = float(free.mean()) if free.numel() else 0.0
         row.soft = self.model.soft_embedding(out.processed_logits.to(self.model.dtype))
         row.step += 1
-        row.stats.decoder_forwards += 1
+        row.stats.decoder_passes += 1
         if out.stop or row.step >= sampler.max_denoising_steps:
             row.denoising = False
         if row.drafts:

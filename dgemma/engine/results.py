@@ -24,7 +24,8 @@ class RowStats:
 
     canvases: int = 0
     steps_per_canvas: list[int] = field(default_factory=list)
-    decoder_forwards: int = 0
+    decoder_passes: int = 0  # bidirectional decoder passes: one per denoising step (0 in AR mode)
+    encoder_passes: int = 0  # causal passes: the prompt, each canvas committed, each AR token
     prefill_s: float = 0.0
     denoise_s: float = 0.0
     commit_s: float = 0.0
@@ -40,7 +41,8 @@ class RowStats:
         """Accumulate another run of the same request (a structured-output round) into these stats."""
         self.canvases += other.canvases
         self.steps_per_canvas += other.steps_per_canvas
-        self.decoder_forwards += other.decoder_forwards
+        self.decoder_passes += other.decoder_passes
+        self.encoder_passes += other.encoder_passes
         self.prefill_s += other.prefill_s
         self.denoise_s += other.denoise_s
         self.commit_s += other.commit_s
@@ -48,11 +50,20 @@ class RowStats:
         self.num_tokens = other.num_tokens
 
     @property
+    def forward_passes(self) -> int:
+        return self.decoder_passes + self.encoder_passes
+
+    @property
     def tokens_per_forward(self) -> float:
-        return self.num_tokens / self.decoder_forwards if self.decoder_forwards else 0.0
+        """Generated tokens per forward pass of the network, either kind (AR: about 1)."""
+        return self.num_tokens / self.forward_passes if self.forward_passes else 0.0
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "tokens_per_forward": self.tokens_per_forward}
+        return {
+            **asdict(self),
+            "forward_passes": self.forward_passes,
+            "tokens_per_forward": self.tokens_per_forward,
+        }
 
 
 @dataclass

@@ -26,8 +26,8 @@ from urllib.parse import urlparse
 import torch
 
 from dgemma.api import Model, load
-from dgemma.editing import AUTO_LENGTHS
 from dgemma.engine.events import CommitEvent, DoneEvent
+from dgemma.generation.infill import AUTO_LENGTHS
 from dgemma.harness.suites import Task
 
 
@@ -104,7 +104,7 @@ class LocalTarget:
             return r.fill, r.length, None, None
         if self.mode == "diffusion" and task.json_schema is not None:
             out = m.generate(_prompt(task), json_schema=task.json_schema, seed=seed, raw=task.raw, **sampler)
-            return out.texts[0], out.stats[0].num_tokens, out.stats[0].decoder_forwards, None
+            return out.texts[0], out.stats[0].num_tokens, out.stats[0].decoder_passes, None
         first, done = None, None
         events = m.stream(
             _prompt(task),
@@ -121,7 +121,7 @@ class LocalTarget:
             elif isinstance(event, DoneEvent):
                 done = event
         c = done.completions[0]
-        steps = c.stats.decoder_forwards if self.mode == "diffusion" else None
+        steps = c.stats.decoder_passes if self.mode == "diffusion" else None
         return (m.codec.decode(c.token_ids) if m.codec else ""), len(c.token_ids), steps, first
 
 

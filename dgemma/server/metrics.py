@@ -93,12 +93,16 @@ class ServerMetrics:
         self._gauges = [
             Gauge("dgemma_queue_depth", "requests waiting for a cache row", queue_depth),
             Gauge("dgemma_active_rows", "requests holding a cache row", active_rows),
-            Gauge("dgemma_tokens_per_forward", "committed tokens per decoder pass, since start", self._tpf),
+            Gauge(
+                "dgemma_tokens_per_forward",
+                "committed tokens per forward pass (denoising steps plus one encoder pass per canvas), since start",
+                self._tpf,
+            ),
         ]
 
     def _tpf(self) -> float:
         steps = self.denoising_steps.value()
-        return self.generated_tokens.value() / steps if steps else 0.0
+        return self.generated_tokens.value() / (steps + self.canvases.value()) if steps else 0.0
 
     def render(self) -> str:
         parts = [

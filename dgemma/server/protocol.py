@@ -8,27 +8,22 @@ with a 400 naming them, never ignored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from dgemma.api import Model
-from dgemma.config import SamplerConfig
-from dgemma.engine.diffusion import slots_needed
 from dgemma.engine.request import Request
-from dgemma.generation.prompts import SEED_RANGE, seeds_for
+from dgemma.generation.prompts import SAMPLER_FIELDS, SEED_RANGE, FieldError, RequestBuilder
 from dgemma.server.fields import ApiError, bool_field, dict_field, int_field, is_ids, is_number
 from dgemma.server.tools import forced_tool
-from dgemma.structured.generate import DEFAULT_ROUNDS, JsonJob, JsonPlan, plan_json
-from dgemma.structured.slots import DEFAULT_STRING_TOKENS
+from dgemma.structured.generate import JsonJob, JsonPlan
 from dgemma.text import check_messages
 
 MAX_N = 16
 MAX_STOP = 4
-# temperature T maps to the schedule t_max = T, t_min = T / 2 (the reference's 0.8 -> 0.4 ratio);
-# T = 0 asks for near-greedy decoding, which the schedule expresses as this small constant
-GREEDY_TEMPERATURE = 0.01
-SAMPLER_FIELDS = tuple(f.name for f in fields(SamplerConfig))
+T = TypeVar("T")
 _COMMON = {
     "model",
     "stream",
@@ -98,16 +93,16 @@ def parse_chat(body: Any, model: Model, name: str, capacity: int) -> Job:
         raise ApiError(400, str(err), "messages") from None
     if model.codec is None or not model.codec.has_chat_template:
         raise ApiError(400, f"model {name!r} has no chat template; use /v1/completions", "messages")
-    try:
-        prompt = model.codec.encode_chat([_flatten(i, m) for i, m in enumerate(messages)])
-    except ValueError as err:
-        raise ApiError(400, str(err), "messages") from None
+    builder = model.builder.with_capacity(capacity)
+    flat = [_flatten(i, m) for i, m in enumerate(messages)]
+    prompt = _checked(lambda: builder.prompt_ids(flat, field="messages"))
+    length_field = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     limit = int_field(body, "max_completion_tokens", 1) or int_field(body, "max_tokens", 1)
     tool = forced_tool(body)
     if tool is not None and body.get("response_format") is not None:
         raise ApiError(400, "`response_format` and a forced tool call cannot be combined", "response_format")
-    plan = _plan(tool.parameters, body, model, "tools") if tool is not None else _json_plan(body, model)
-    job = _job(JobKind.CHAT, body, model, name, capacity, [prompt], limit, "messages", plan)
+    plan = _plan(tool.parameters, body, builder, "tools") if tool is not None else _json_plan(body, builder)
+    job = _job(JobKind.CHAT, body, builder, name, [prompt], limit, "messages", plan, length_field)
     job.tool_name = tool.name if tool is not None else None
     return job
 
@@ -122,35 +117,28 @@ def parse_completion(body: Any, model: Model, name: str, capacity: int) -> Job:
         raise ApiError(400, "`suffix` is not supported here; use `dgemma infill` or Model.infill", "suffix")
     if body.get("best_of") not in (None, 1):
         raise ApiError(400, "`best_of` is not supported", "best_of")
-    prompts = _completion_prompts(body.get("prompt"), model)
-    return _job(
-        JobKind.COMPLETION, body, model, name, capacity, prompts, int_field(body, "max_tokens", 1), "prompt"
-    )
+    builder = model.builder.with_capacity(capacity)
+    prompts = _completion_prompts(body.get("prompt"), builder)
+    return _job(JobKind.COMPLETION, body, builder, name, prompts, int_field(body, "max_tokens", 1), "prompt")
 
 
 def _job(
     kind: JobKind,
     body: dict,
-    model: Model,
+    builder: RequestBuilder,
     name: str,
-    capacity: int,
     prompts: list[list[int]],
     max_tokens: int | None,
     prompt_param: str,
     json_plan: JsonPlan | None = None,
+    length_field: str = "max_tokens",
 ) -> Job:
     n = int_field(body, "n", 1, MAX_N) or 1
     if json_plan is not None:
-        layout = len(json_plan.tokens)
-        if max_tokens is not None and max_tokens < layout:
-            raise ApiError(
-                400, f"the schema lays out to {layout} tokens; `max_tokens` is {max_tokens}", "max_tokens"
-            )
         if body.get("stop") is not None:
             raise ApiError(400, "`stop` does not apply to response_format json_schema", "stop")
         if dict_field(body, "stream_options").get("include_drafts"):
             raise ApiError(400, "drafts are not streamed for response_format json_schema", "stream_options")
-        max_tokens = layout
     stream = bool_field(body, "stream")
     options = body.get("stream_options")
     if options is not None and not stream:
@@ -160,38 +148,27 @@ def _job(
         raise ApiError(
             400, "`stream_options` takes only `include_usage` and `include_drafts`", "stream_options"
         )
-    sampler = _sampler(body, model)
-    seed = int_field(body, "seed", -SEED_RANGE, SEED_RANGE - 1)
-    seeds = iter(
-        seeds_for(seed, len(prompts) * n)
-    )  # prompt-major: choice i of prompt p gets base + p * n + i
-    C = model.config.canvas_length
-    requests = []
-    for prompt in prompts:
-        room = (capacity - len(prompt)) // C * C
-        if room < 1:
-            raise ApiError(
-                400,
-                f"the prompt has {len(prompt)} tokens; this server's context holds {capacity} "
-                f"and needs room for at least one canvas of {C}",
-                prompt_param,
-                code="context_length_exceeded",
-            )
-        limit = max_tokens if max_tokens is not None else min(model.defaults.max_new_tokens, room)
-        for _ in range(n):
-            req = Request(prompt, limit, sampler, next(seeds), model.defaults.eos_token_ids)
-            if slots_needed(req, C) > capacity:
-                raise ApiError(
-                    400,
-                    f"prompt ({len(prompt)} tokens) plus max_tokens ({limit}) exceeds this server's context "
-                    f"of {capacity} tokens (canvases of {C})",
-                    "max_tokens",
-                    code="context_length_exceeded",
-                )
-            requests.append(req)
+    settings = dict(
+        n=n,
+        seed=int_field(body, "seed", -SEED_RANGE, SEED_RANGE - 1),
+        temperature=body.get("temperature"),
+        sampler={k: body[k] for k in SAMPLER_FIELDS if body.get(k) is not None},
+        length_field=length_field,
+    )
+    jobs = None
     if json_plan is not None:
-        rounds = int_field(body, "json_rounds", 1, 16) or DEFAULT_ROUNDS
-        jobs = [JsonJob(json_plan, r, rounds) for r in requests]
+        jobs = _checked(
+            lambda: builder.json_jobs(
+                prompts, json_plan, int_field(body, "json_rounds", 1), max_new_tokens=max_tokens, **settings
+            )
+        )
+        requests = [j.base for j in jobs]
+    else:
+        requests = _checked(
+            lambda: builder.requests(
+                prompts, max_new_tokens=max_tokens, prompt_field=prompt_param, **settings
+            )
+        )
     return Job(
         kind,
         name,
@@ -202,8 +179,16 @@ def _job(
         stream,
         bool_field(options, "include_usage"),
         bool_field(options, "include_drafts"),
-        jobs if json_plan is not None else None,
+        jobs,
     )
+
+
+def _checked(build: Callable[[], T]) -> T:
+    """Run a request-building step; its FieldError becomes a 400 naming the field."""
+    try:
+        return build()
+    except FieldError as err:
+        raise ApiError(400, str(err), err.field, code=err.code) from None
 
 
 def _object(body: Any, known: set[str]) -> dict:
@@ -263,7 +248,7 @@ def _refuse_unsupported(body: dict, chat: bool) -> None:
                 )
 
 
-def _json_plan(body: dict, model: Model) -> JsonPlan | None:
+def _json_plan(body: dict, builder: RequestBuilder) -> JsonPlan | None:
     fmt = body.get("response_format")
     if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
         if body.get("json_rounds") is not None or body.get("max_string_tokens") is not None:
@@ -279,20 +264,12 @@ def _json_plan(body: dict, model: Model) -> JsonPlan | None:
         )
     if "schema" not in spec:
         raise ApiError(400, "`response_format.json_schema.schema` is required", "response_format")
-    return _plan(spec["schema"], body, model, "response_format")
+    return _plan(spec["schema"], body, builder, "response_format")
 
 
-def _plan(schema: Any, body: dict, model: Model, param: str) -> JsonPlan:
+def _plan(schema: Any, body: dict, builder: RequestBuilder, param: str) -> JsonPlan:
     """The structured-output plan of a schema (a response format's, or a forced tool's parameters)."""
-    if model.codec is None:
-        raise ApiError(400, "structured output needs the model's tokenizer", param)
-    strings = int_field(body, "max_string_tokens", 1, 256) or DEFAULT_STRING_TOKENS
-    try:
-        return plan_json(
-            schema, model.codec, model.defaults.pad_token_id, model.defaults.eos_token_ids, strings
-        )
-    except ValueError as err:
-        raise ApiError(400, str(err), param) from None
+    return _checked(lambda: builder.json_plan(schema, body.get("max_string_tokens"), param))
 
 
 def _flatten(index: int, message: dict) -> dict:
@@ -314,7 +291,7 @@ def _flatten(index: int, message: dict) -> dict:
     return {"role": message["role"], "content": content}
 
 
-def _completion_prompts(prompt: Any, model: Model) -> list[list[int]]:
+def _completion_prompts(prompt: Any, builder: RequestBuilder) -> list[list[int]]:
     if prompt is None:
         raise ApiError(400, "`prompt` is required", "prompt")
     if isinstance(prompt, str) or (isinstance(prompt, list) and prompt and is_ids(prompt)):
@@ -325,39 +302,12 @@ def _completion_prompts(prompt: Any, model: Model) -> list[list[int]]:
         )
     out = []
     for item in prompt:
-        if isinstance(item, str):
-            if not item:
-                raise ApiError(400, "`prompt` must not be empty", "prompt")
-            if model.codec is None:
-                raise ApiError(400, "this model has no tokenizer; send token ids", "prompt")
-            out.append(model.codec.encode_raw(item))
-        elif isinstance(item, list) and item and is_ids(item):
-            if not all(0 <= t < model.config.vocab_size for t in item):
-                raise ApiError(
-                    400, f"`prompt` token ids must lie in 0..{model.config.vocab_size - 1}", "prompt"
-                )
-            out.append(list(item))
-        else:
+        if not (isinstance(item, str) or (isinstance(item, list) and item and is_ids(item))):
             raise ApiError(
                 400, "`prompt` items must be non-empty strings or non-empty lists of token ids", "prompt"
             )
+        out.append(_checked(lambda item=item: builder.prompt_ids(item, raw=True, field="prompt")))
     return out
-
-
-def _sampler(body: dict, model: Model) -> SamplerConfig:
-    overrides = {k: body[k] for k in SAMPLER_FIELDS if body.get(k) is not None}
-    temperature = body.get("temperature")
-    if temperature is not None:
-        if not is_number(temperature) or not 0 <= temperature <= 2:
-            raise ApiError(400, "`temperature` must be a number in [0, 2]", "temperature")
-        t_max = temperature if temperature > 0 else GREEDY_TEMPERATURE
-        overrides.setdefault("t_max", t_max)
-        overrides.setdefault("t_min", t_max / 2)
-    try:
-        return model.sampler_defaults.replace(**overrides)
-    except (ValueError, TypeError) as err:
-        param = next((k for k in overrides if f"`{k}`" in str(err)), None)
-        raise ApiError(400, str(err), param) from None
 
 
 def _stop(stop: Any) -> list[str]:

@@ -10,16 +10,18 @@ from dgemma.server.protocol import Job, JobKind
 
 
 def usage(job: Job, choices: list[ChoiceText]) -> dict[str, Any]:
-    """OpenAI usage plus the diffusion figures: canvases, denoising steps, tokens per decoder pass."""
+    """OpenAI usage plus the diffusion figures: canvases, denoising steps, tokens per forward pass
+    (denoising steps plus the encoder pass that precedes each canvas, as RowStats counts them)."""
     completion = sum(len(c.tokens) for c in choices)
     steps = sum(c.steps for c in choices)
+    canvases = sum(c.canvases for c in choices)
     out = {
         "prompt_tokens": sum(job.prompt_tokens),
         "completion_tokens": completion,
         "total_tokens": sum(job.prompt_tokens) + completion,
-        "canvases": sum(c.canvases for c in choices),
+        "canvases": canvases,
         "denoising_steps": steps,
-        "tokens_per_forward": round(completion / steps, 4) if steps else 0.0,
+        "tokens_per_forward": round(completion / (steps + canvases), 4) if steps else 0.0,
     }
     if job.json_jobs is not None:
         out["json_rounds"] = sum(c.rounds for c in choices)

@@ -137,7 +137,7 @@ class Run:
             return []
         self._first_canvas()
         choice.tokens, choice.text = job.tokens, job.text()
-        choice.canvases, choice.steps = job.stats.canvases, job.stats.decoder_forwards
+        choice.canvases, choice.steps = job.stats.canvases, job.stats.decoder_passes
         choice.rounds, choice.repaired = job.stats.rounds, job.stats.repaired_slots
         return [("finish", i, choice.finish("tool_calls" if self.job.tool_name else "stop"))]
 

@@ -7,7 +7,7 @@
 
 The result always parses and validates: every byte outside the slots is the layout's own text and
 every slot holds a value valid for its schema. `JsonJob` holds one prompt's state so the same
-rounds can run through `run_diffusion` (the Python API) or the server's engine worker.
+rounds can run through `generation.run.run_json` (the Python API) or the server's engine worker.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from typing import Any
 
 from dgemma.engine.request import Request
 from dgemma.engine.results import RowStats
-from dgemma.generation.run import complete
-from dgemma.model import DiffusionGemma
 from dgemma.structured.schema import compile_schema, validate
 from dgemma.structured.slots import DEFAULT_STRING_TOKENS, SlotPlan, Vocabulary, plan_slot
 from dgemma.text import TextCodec
@@ -141,10 +139,3 @@ class JsonJob:
         if problems:
             raise RuntimeError(f"structured output failed validation: {problems[0]}")
         return text
-
-
-def run_json(model: DiffusionGemma, jobs: list[JsonJob]) -> None:
-    """Run every job's rounds to the end; the jobs still open share each round's batch."""
-    while pending := [j for j in jobs if not j.done]:
-        for job, completion in zip(pending, complete(model, [j.request() for j in pending]), strict=True):
-            job.update(completion.token_ids, completion.stats)

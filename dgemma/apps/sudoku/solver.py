@@ -141,7 +141,7 @@ def _run_seeded(model: Model, puzzles: list[str], seeds: list[int], options: Sol
         out = model.generate(
             [fmt.prompt(p) for p in puzzles], mode="ar", max_new_tokens=CANVAS_LENGTH, seed=seeds
         )
-        return [fmt.grid(ids) for ids in out.token_ids], [s.decoder_forwards for s in out.stats]
+        return [fmt.grid(ids) for ids in out.token_ids], [s.forward_passes for s in out.stats]
     requests = solver_requests(model, puzzles, seed=seeds, options=options, **sampler)
     completions = complete(model.model, requests)
     return [fmt.grid(c.token_ids) for c in completions], [sum(c.stats.steps_per_canvas) for c in completions]

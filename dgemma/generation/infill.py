@@ -10,12 +10,13 @@ over the gap's positions at the last denoising step of each canvas.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from dgemma.engine.request import Request
+from dgemma.generation.prompts import FieldError, RequestBuilder
 from dgemma.generation.run import complete
-
-Model = Any  # a dgemma.Model; this module sits below the API and does not import it
+from dgemma.model import DiffusionGemma
 
 AUTO_LENGTHS = (2, 4, 8, 16, 32, 64)
 
@@ -30,7 +31,8 @@ class InfillResult:
 
 
 def infill(
-    model: Model,
+    model: DiffusionGemma,
+    builder: RequestBuilder,
     prefix: str,
     suffix: str,
     length: int | str = "auto",
@@ -38,20 +40,32 @@ def infill(
     candidates: tuple[int, ...] = AUTO_LENGTHS,
     **sampler: Any,
 ) -> InfillResult:
-    """Fill the gap between `prefix` and `suffix`; `length` in tokens, or "auto" to try `candidates`."""
-    if model.codec is None:
-        raise ValueError("infilling needs the checkpoint's tokenizer.json")
+    """Fill the gap between `prefix` and `suffix`; `length` in tokens, or "auto" to try `candidates`.
+    `sampler` takes `temperature` and the SamplerConfig fields, as every request does."""
+    codec = builder.codec
+    if codec is None:
+        raise FieldError("infilling needs the checkpoint's tokenizer.json", "prefix")
     if not isinstance(prefix, str) or not isinstance(suffix, str):
-        raise ValueError("`prefix` and `suffix` must be strings")
+        raise FieldError("`prefix` and `suffix` must be strings", "prefix")
     lengths = _lengths(length, candidates)
-    codec = model.codec
     prompt = codec.encode_raw(prefix)
     suffix_ids = codec.encode_plain(suffix) if suffix else []
-    banned = tuple(sorted(codec.special_ids() | set(model.defaults.eos_token_ids)))
-    base = model.requests([prompt], max_new_tokens=1, seed=seed, eos_token_ids=[], **sampler)[0]
+    banned = tuple(sorted(codec.special_ids() | set(builder.defaults.eos_token_ids)))
+    temperature = sampler.pop("temperature", None)
+    longest = max(lengths) + len(suffix_ids)
+    base = builder.requests(
+        [prompt],
+        max_new_tokens=longest,
+        seed=seed,
+        temperature=temperature,
+        eos_token_ids=(),
+        sampler=sampler,
+        length_field="length",
+        prompt_field="prefix",
+    )[0]
     requests = [_gap_request(base, n, suffix_ids, banned) for n in lengths]
-    completions = complete(model.model, requests)
-    C = model.config.canvas_length
+    completions = complete(model, requests)
+    C = builder.canvas_length
     scores = {
         n: _gap_entropy(c.stats.entropy_per_canvas, n, C) for n, c in zip(lengths, completions, strict=True)
     }
@@ -62,16 +76,22 @@ def infill(
 
 
 def edit(
-    model: Model, text: str, start: int, end: int, length: int | str = "auto", **kwargs: Any
+    model: DiffusionGemma,
+    builder: RequestBuilder,
+    text: str,
+    start: int,
+    end: int,
+    length: int | str = "auto",
+    **kwargs: Any,
 ) -> InfillResult:
     """Regenerate text[start:end] in place (character offsets); the rest of `text` is kept byte for byte."""
     if not isinstance(text, str):
-        raise ValueError("`text` must be a string")
+        raise FieldError("`text` must be a string", "text")
     if not (isinstance(start, int) and isinstance(end, int) and 0 <= start <= end <= len(text)):
-        raise ValueError(
-            f"`start` and `end` must satisfy 0 <= start <= end <= {len(text)}, got {start}, {end}"
+        raise FieldError(
+            f"`start` and `end` must satisfy 0 <= start <= end <= {len(text)}, got {start}, {end}", "start"
         )
-    return infill(model, text[:start], text[end:], length=length, **kwargs)
+    return infill(model, builder, text[:start], text[end:], length=length, **kwargs)
 
 
 def _lengths(length: int | str, candidates: tuple[int, ...]) -> list[int]:
@@ -80,15 +100,13 @@ def _lengths(length: int | str, candidates: tuple[int, ...]) -> list[int]:
     elif isinstance(length, int) and not isinstance(length, bool):
         lengths = [length]
     else:
-        raise ValueError(f"`length` must be a positive integer or 'auto', got {length!r}")
+        raise FieldError(f"`length` must be a positive integer or 'auto', got {length!r}", "length")
     if not lengths or any(n < 1 for n in lengths):
-        raise ValueError(f"gap lengths must be positive integers, got {lengths}")
+        raise FieldError(f"gap lengths must be positive integers, got {lengths}", "length")
     return lengths
 
 
-def _gap_request(base, gap: int, suffix_ids: list[int], banned: tuple[int, ...]):
-    from dataclasses import replace
-
+def _gap_request(base: Request, gap: int, suffix_ids: list[int], banned: tuple[int, ...]) -> Request:
     fixed = {gap + j: tok for j, tok in enumerate(suffix_ids)}
     return replace(base, max_new_tokens=gap + len(suffix_ids), fixed=fixed, banned=banned)
 
