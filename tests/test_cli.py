@@ -1,28 +1,23 @@
-"""The `dgemma generate` command end to end, in a subprocess, on a tiny checkpoint with a trained tokenizer."""
+"""The `dgemma generate` command end to end on a tiny checkpoint with a trained tokenizer: in-process,
+plus one run through `python -m dgemma` in a subprocess."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from tests.cli import one_line_error, run, run_subprocess
+
 PROMPT = "Why is the sky blue?"
-
-
-def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "dgemma", *args], capture_output=True, text=True, input=stdin, timeout=300
-    )
 
 
 def test_generate_text_uses_chat_template(checkpoint, model):
     directory, _ = checkpoint
-    proc = run("generate", "--model", str(directory), PROMPT, "--seed", "4", "--json")
+    proc = run_subprocess("generate", "--model", str(directory), PROMPT, "--seed", "4", "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     expected = model.generate(PROMPT, seed=4)  # the API applies the same chat template
@@ -93,47 +88,35 @@ def broken(checkpoint, tmp_path):
     return directory
 
 
-def _one_line_error(proc: subprocess.CompletedProcess, match: str) -> None:
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if "error" in line]
-    assert len(errors) == 1, proc.stderr
-    assert errors[0].startswith("dgemma") and match in errors[0], errors[0]
-
-
-@pytest.mark.slow  # over 10 s on the 2-core machine; CI runs it (./scripts/test --all)
 def test_bad_inputs_give_one_line_errors(checkpoint, broken, tmp_path):
     good = str(checkpoint[0])
-    _one_line_error(run("generate", "--model", str(tmp_path / "none"), "hi"), "model directory not found")
-    _one_line_error(
+    one_line_error(run("generate", "--model", str(tmp_path / "none"), "hi"), "model directory not found")
+    one_line_error(
         run("generate", "--model", good, "hi", "--max_denoising_steps", "0"), "max_denoising_steps"
     )
-    _one_line_error(run("generate", "--model", good, "hi", "--entropy-bound", "-1"), "entropy_bound")
-    _one_line_error(run("generate", "--model", good, "hi", "--max-new-tokens", "0"), "max_new_tokens")
-    _one_line_error(
-        run("generate", "--model", good, "hi", "--max-new-tokens", "99999999"), "the model allows"
-    )
-    _one_line_error(run("generate", "--model", good, "hi", "--seed", "x"), "invalid int value")
-    _one_line_error(run("generate", "--model", good, "hi", "--dtype", "int4"), "invalid choice")
+    one_line_error(run("generate", "--model", good, "hi", "--entropy-bound", "-1"), "entropy_bound")
+    one_line_error(run("generate", "--model", good, "hi", "--max-new-tokens", "0"), "max_new_tokens")
+    one_line_error(run("generate", "--model", good, "hi", "--max-new-tokens", "99999999"), "the model allows")
+    one_line_error(run("generate", "--model", good, "hi", "--seed", "x"), "invalid int value")
+    one_line_error(run("generate", "--model", good, "hi", "--dtype", "int4"), "invalid choice")
 
     cfg = json.loads((broken / "config.json").read_text())
     (broken / "config.json").write_text(json.dumps({**cfg, "model_type": "bert"}))
-    _one_line_error(run("generate", "--model", str(broken), "hi"), "model_type 'bert'")
+    one_line_error(run("generate", "--model", str(broken), "hi"), "model_type 'bert'")
     (broken / "config.json").write_text(json.dumps(cfg))
 
     tensors = load_file(broken / "model.safetensors")
     tensors.pop("model.decoder.norm.weight")
     save_file(tensors, broken / "model.safetensors")
-    _one_line_error(run("generate", "--model", str(broken), "hi"), "missing tensor model.decoder.norm.weight")
+    one_line_error(run("generate", "--model", str(broken), "hi"), "missing tensor model.decoder.norm.weight")
 
     (broken / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
-    _one_line_error(run("generate", "--model", str(broken), "hi"), "not a readable safetensors file")
+    one_line_error(run("generate", "--model", str(broken), "hi"), "not a readable safetensors file")
 
     (broken / "model.safetensors").unlink()
-    _one_line_error(run("generate", "--model", str(broken), "hi"), "no model.safetensors")
+    one_line_error(run("generate", "--model", str(broken), "hi"), "no model.safetensors")
 
 
-@pytest.mark.slow  # over 10 s on the 2-core machine; CI runs it (./scripts/test --all)
 def test_broken_checkpoints_fail_in_one_line_not_a_traceback(checkpoint, tmp_path):
     """Issue 12, item 11: NaN weights, a template that overflows range(), no template at all."""
     from safetensors.torch import load_file, save_file
@@ -145,16 +128,16 @@ def test_broken_checkpoints_fail_in_one_line_not_a_traceback(checkpoint, tmp_pat
         k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in tensors.items()
     }
     save_file(tensors, nan / "model.safetensors")
-    _one_line_error(run("generate", "--model", str(nan), "hi"), "generation failed")
+    one_line_error(run("generate", "--model", str(nan), "hi"), "generation failed")
 
     looping = tmp_path / "looping"
     shutil.copytree(checkpoint[0], looping)
     (looping / "chat_template.jinja").write_text("{% for i in range(10**9) %}x{% endfor %}")
-    _one_line_error(run("generate", "--model", str(looping), "hi"), "the chat template")
+    one_line_error(run("generate", "--model", str(looping), "hi"), "the chat template")
 
     bare = tmp_path / "bare"
     shutil.copytree(checkpoint[0], bare)
     (bare / "chat_template.jinja").unlink()
     proc = run("generate", "--model", str(bare), "hi")
-    _one_line_error(proc, "no chat template")
+    one_line_error(proc, "no chat template")
     assert "--raw" in proc.stderr

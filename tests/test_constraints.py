@@ -110,14 +110,13 @@ def test_bad_constraint_input(model):
         list(run_autoregressive(model.model, [Request([5], 4, SAMPLER, 0, (), fixed={1: 5})]))
 
 
-@pytest.mark.slow  # over 10 s on the 2-core machine; CI runs it (./scripts/test --all)
 def test_infill_and_edit_commands(checkpoint):
     import json
 
-    from tests.test_cli import _one_line_error, run
+    from tests.cli import one_line_error, run, run_subprocess
 
     d = str(checkpoint[0])
-    proc = run(
+    proc = run_subprocess(  # the infill command's smoke test through `python -m dgemma`
         "infill",
         "--model",
         d,
@@ -140,7 +139,5 @@ def test_infill_and_edit_commands(checkpoint):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("The ") and proc.stdout.endswith(" brown fox.\n")
-    _one_line_error(run("edit", "--model", d, "--text", "abc", "--start", "2", "--end", "1"), "start")
-    _one_line_error(
-        run("infill", "--model", d, "--prefix", "a", "--suffix", "b", "--length", "x"), "--length"
-    )
+    one_line_error(run("edit", "--model", d, "--text", "abc", "--start", "2", "--end", "1"), "start")
+    one_line_error(run("infill", "--model", d, "--prefix", "a", "--suffix", "b", "--length", "x"), "--length")

@@ -177,15 +177,15 @@ def _bench(*args: str) -> subprocess.Popen:
     )
 
 
-@pytest.mark.slow  # over 10 s on the 2-core machine; CI runs it (./scripts/test --all)
 def test_bench_command_report_and_sweep(checkpoint, tmp_path):
+    from tests.cli import run
+
     suite = tmp_path / "suite.jsonl"
     _write_suite(suite, 4)
     out = tmp_path / "run"
     args = ["--suite", str(suite), "--model", str(checkpoint[0]), "--target", "local", "--target", "local:ar"]
-    proc = _bench(*args, "--out", str(out), "--max-retries", "2", "--sweep", "max_denoising_steps=2,4")
-    stdout, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, stderr
+    proc = run("bench", *args, "--out", str(out), "--max-retries", "2", "--sweep", "max_denoising_steps=2,4")
+    assert proc.returncode == 0, proc.stderr
     report = json.loads((out / "report.json").read_text())
     assert set(report["targets"]) == {
         "local [max_denoising_steps=2]",
@@ -209,7 +209,8 @@ def test_bench_command_report_and_sweep(checkpoint, tmp_path):
     assert len(records) == 12 and all(len(r["attempts"]) <= 3 for r in records)
     for name in ("report.md", "latency.png", "acceptance_vs_steps.png"):
         assert (out / name).stat().st_size > 0
-    rerun = _bench(*args, "--out", str(out), "--max-retries", "1")  # other settings into the same directory
+    # other settings into the same directory; the bench command's smoke test through `python -m dgemma`
+    rerun = _bench(*args, "--out", str(out), "--max-retries", "1")
     assert rerun.wait(timeout=120) == 2 and "other settings" in rerun.stderr.read()
 
 

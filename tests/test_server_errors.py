@@ -224,13 +224,18 @@ def test_dgemma_serve_command_runs_the_bundled_model():
 
 def test_dgemma_serve_bad_flags_fail_in_one_line():
     env = {**os.environ}
-    for args in (["--max-batch", "0"], ["--port", "70000"], ["--model", "/nonexistent/dir"]):
-        proc = subprocess.run(
+    procs = [  # started together: three interpreter start-ups in parallel
+        subprocess.Popen(
             [sys.executable, "-m", "dgemma.cli", "serve", *args],
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
             env=env,
-            timeout=60,
         )
+        for args in (["--max-batch", "0"], ["--port", "70000"], ["--model", "/nonexistent/dir"])
+    ]
+    for popen in procs:
+        stdout, stderr = popen.communicate(timeout=60)
+        proc = subprocess.CompletedProcess(popen.args, popen.returncode, stdout, stderr)
         assert proc.returncode != 0
         assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("dgemma: error:"), proc.stderr

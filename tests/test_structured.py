@@ -195,31 +195,19 @@ def test_bad_json_arguments(model):
 
 
 def test_generate_command_with_json_schema(checkpoint, model, tmp_path):
-    import subprocess
-    import sys
+    from tests.cli import run
 
     schema = SCHEMAS[19]
     path = tmp_path / "schema.json"
     path.write_text(json.dumps(schema))
-    cmd = [
-        sys.executable,
-        "-m",
-        "dgemma",
-        "generate",
-        "--model",
-        str(checkpoint[0]),
-        "--json-schema",
-        str(path),
-    ]
-    proc = subprocess.run(
-        [*cmd, "Who is the user?", "--seed", "2"], capture_output=True, text=True, timeout=300
-    )
+    cmd = ["generate", "--model", str(checkpoint[0]), "--json-schema", str(path)]
+    proc = run(*cmd, "Who is the user?", "--seed", "2")
     assert proc.returncode == 0, proc.stderr
     jsonschema.validate(json.loads(proc.stdout), schema)
     assert proc.stdout.strip() == model.generate("Who is the user?", json_schema=schema, seed=2).texts[0]
     path.write_text(json.dumps({"type": "string", "pattern": "x"}))
-    proc = subprocess.run([*cmd, "x"], capture_output=True, text=True, timeout=300)
+    proc = run(*cmd, "x")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "pattern" in proc.stderr
     path.write_text("{not json")
-    proc = subprocess.run([*cmd, "x"], capture_output=True, text=True, timeout=300)
+    proc = run(*cmd, "x")
     assert proc.returncode == 2 and "not valid JSON" in proc.stderr

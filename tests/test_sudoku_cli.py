@@ -7,7 +7,7 @@ import json
 import pytest
 
 from dgemma.tasks import sudoku
-from tests.test_cli import _one_line_error, run
+from tests.cli import one_line_error, run, run_subprocess
 
 TINY = ["--hidden-size", "32", "--layers", "3", "--experts", "4", "--pool-size", "8", "--batch-size", "4"]
 
@@ -71,7 +71,6 @@ def test_wrong_answers_are_marked_and_exit_1(trained):
     assert f"dgemma: solved {solved} of 3 puzzles" in proc.stderr
 
 
-@pytest.mark.slow  # over 10 s on the 2-core machine; CI runs it (./scripts/test --all)
 def test_eval_reads_puzzle_files_with_optional_solutions(trained, tmp_path):
     ps = sudoku.heldout_puzzles(4)
     f = tmp_path / "p.txt"
@@ -85,7 +84,7 @@ def test_eval_reads_puzzle_files_with_optional_solutions(trained, tmp_path):
     assert proc.returncode == 0 and "all" in proc.stdout and "solved" in proc.stdout, proc.stderr
     bad = tmp_path / "bad.txt"
     bad.write_text(ps[0].puzzle + "\n" + ps[1].puzzle + " " + ps[0].solution + "\n")
-    _one_line_error(run("sudoku", "eval", "--file", str(bad)), f"{bad}:2: the solution given does not solve")
+    one_line_error(run("sudoku", "eval", "--file", str(bad)), f"{bad}:2: the solution given does not solve")
 
 
 def _unsolvable() -> str:
@@ -102,7 +101,6 @@ def _unsolvable() -> str:
     raise AssertionError("no unsolvable variant found")
 
 
-@pytest.mark.slow  # over 10 s on the 2-core machine; CI runs it (./scripts/test --all)
 def test_puzzles_no_solver_should_get_are_refused_before_loading():
     p = sudoku.heldout_puzzles(1)[0].puzzle
     i = p.index("0")
@@ -117,13 +115,13 @@ def test_puzzles_no_solver_should_get_are_refused_before_loading():
         (["x" * 81], "cell 1 is 'x'"),
         ([], "give puzzles"),
     ):
-        _one_line_error(run("sudoku", "solve", "--model", "/nonexistent", *args), match)
+        one_line_error(run("sudoku", "solve", "--model", "/nonexistent", *args), match)
     if sudoku.conflicting_cells(sudoku.parse(clash)):
-        _one_line_error(run("sudoku", "solve", "--model", "/nonexistent", clash), "givens conflict")
-    _one_line_error(
+        one_line_error(run("sudoku", "solve", "--model", "/nonexistent", clash), "givens conflict")
+    one_line_error(
         run("sudoku", "solve", "--model", "/nonexistent", p, "--mode", "ar", "--candidates"), "diffusion"
     )
-    _one_line_error(
+    one_line_error(
         run("sudoku", "solve", "--model", "/nonexistent", p, "--verify-retries", "99"), "--verify-retries"
     )
 
@@ -172,7 +170,7 @@ def test_bundled_model_runs_the_demo_with_no_model_argument():
     from dgemma.apps.sudoku import bundled_model
 
     assert (bundled_model() / "model.safetensors").stat().st_size < 25 * 2**20
-    proc = run("sudoku", "demo", "--n", "1", "--eval-n", "4")
+    proc = run_subprocess("sudoku", "demo", "--n", "1", "--eval-n", "4")  # through `python -m dgemma`
     assert proc.returncode == 0, proc.stderr
     assert "held-out puzzles" in proc.stdout and "denoising steps" in proc.stdout
     proc = run("sudoku", "eval", "--n", "4", "--json")

@@ -10,6 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from dgemma.config import ModelConfig
@@ -56,6 +57,7 @@ def _config(**kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
+@pytest.mark.slow  # over 10 s on the 2-core machine; CI runs it (./scripts/test --all)
 def test_loss_falls_from_scratch(tmp_path):
     model = init_model(ModelConfig.from_hf(TINY), seed=0)
     result = train(
@@ -113,6 +115,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # over 10 s on the 2-core machine; CI runs it (./scripts/test --all)
 def test_sigkilled_run_resumes_to_identical_state(tmp_path):
     root = str(Path(__file__).resolve().parents[1])
     script = tmp_path / "run.py"

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 import dgemma
-from tests.test_cli import _one_line_error, run
+from tests.cli import one_line_error, run, run_subprocess
 
 LINES = [
     {"prompt": "Why is the sky blue?", "response": "Blue light scatters most."},
@@ -23,12 +23,12 @@ LINES = [
 ]
 
 
-def _train(checkpoint, tmp_path, out_name: str, *flags: str):
+def _train(checkpoint, tmp_path, out_name: str, *flags: str, runner=run):
     """`dgemma train` on LINES into tmp_path/out_name; returns (process, run directory)."""
     data = tmp_path / "data.jsonl"
     data.write_text("\n".join(json.dumps(x) for x in LINES) + "\n")
     out = tmp_path / out_name
-    return run("train", "--model", str(checkpoint[0]), "--data", str(data), "--out", str(out), *flags), out
+    return runner("train", "--model", str(checkpoint[0]), "--data", str(data), "--out", str(out), *flags), out
 
 
 def test_train_from_jsonl_exports_a_model(checkpoint, tmp_path):
@@ -45,6 +45,7 @@ def test_train_from_jsonl_exports_a_model(checkpoint, tmp_path):
         "--checkpoint-every",
         "2",
         "--freeze-router",
+        runner=run_subprocess,  # the command's smoke test through `python -m dgemma`
     )
     assert proc.returncode == 0, proc.stderr
     assert (out / "loss.png").is_file() and len((out / "metrics.jsonl").read_text().splitlines()) == 4
@@ -62,23 +63,23 @@ def test_bad_training_data(checkpoint, tmp_path):
     good = str(checkpoint[0])
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "hi"}\n')
-    _one_line_error(
+    one_line_error(
         run("train", "--model", good, "--data", str(bad), "--out", str(tmp_path / "o")), "bad.jsonl:1"
     )
     bad.write_text("not json\n")
-    _one_line_error(
+    one_line_error(
         run("train", "--model", good, "--data", str(bad), "--out", str(tmp_path / "o")), "not valid JSON"
     )
     bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
-    _one_line_error(
+    one_line_error(
         run("train", "--model", good, "--data", str(bad), "--out", str(tmp_path / "o")), "assistant"
     )
-    _one_line_error(
+    one_line_error(
         run("train", "--model", good, "--data", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "o")),
         "not found",
     )
     bad.write_text(json.dumps(LINES[0]) + "\n")
-    _one_line_error(
+    one_line_error(
         run(
             "train",
             "--model",

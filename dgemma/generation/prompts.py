@@ -106,9 +106,10 @@ class RequestBuilder:
     vocab_size: int
     canvas_length: int
     capacity: int
+    context: str = "the model"  # whose limit `capacity` is, for messages
 
-    def with_capacity(self, capacity: int) -> RequestBuilder:
-        return dataclasses.replace(self, capacity=capacity)
+    def with_capacity(self, capacity: int, context: str = "this server's context") -> RequestBuilder:
+        return dataclasses.replace(self, capacity=capacity, context=context)
 
     def prompt_ids(self, prompt: Any, raw: bool = False, field: str = "prompts") -> list[int]:
         """One prompt as token ids: a string (through the chat template as one user turn unless
@@ -170,7 +171,7 @@ class RequestBuilder:
             room = (self.capacity - len(prompt)) // C * C
             if room < 1:
                 raise FieldError(
-                    f"the prompt has {len(prompt)} tokens; the context holds {self.capacity} and needs room "
+                    f"the prompt has {len(prompt)} tokens; {self.context} holds {self.capacity} and needs room "
                     f"for at least one canvas of {C}",
                     prompt_field,
                     "context_length_exceeded",
@@ -179,7 +180,7 @@ class RequestBuilder:
             if need is not None and need > self.capacity:
                 raise FieldError(
                     f"prompt ({len(prompt)} tokens) plus `{length_field}` ({max_new_tokens}) needs {need} positions "
-                    f"(whole canvases of {C}); the context allows {self.capacity}",
+                    f"(whole canvases of {C}); {self.context} allows {self.capacity}",
                     length_field,
                     "context_length_exceeded",
                 )
