@@ -122,7 +122,7 @@ def _demo(args: argparse.Namespace) -> int:
     import dgemma
     from dgemma.apps.sudoku import evaluate, solver_requests
     from dgemma.apps.sudoku.view import watch
-    from dgemma.engine.diffusion import run_diffusion
+    from dgemma.generation import run
     from dgemma.tasks import sudoku
     from dgemma.tasks.sudoku.format import SudokuFormat
 
@@ -131,9 +131,7 @@ def _demo(args: argparse.Namespace) -> int:
     model = dgemma.load(_model_dir(args.model))
     console = Console()
     shown = sudoku.heldout_puzzles(args.n, seed=args.seed + 1)
-    events = run_diffusion(
-        model.model, solver_requests(model, [p.puzzle for p in shown], seed=args.seed), emit_drafts=True
-    )
+    events = run.stream(model.model, solver_requests(model, [p.puzzle for p in shown], seed=args.seed))
     watch(events, [p.puzzle for p in shown], SudokuFormat(model.codec.tokenizer), console)
     report = evaluate(model, sudoku.heldout_puzzles(args.eval_n), seed=args.seed)
     buckets = ", ".join(

@@ -150,7 +150,7 @@ def _plots(out: Path, records: list[dict[str, Any]], summary: dict[str, dict[str
     fig, ax = plt.subplots(figsize=(8, 4))
     labels = list(summary)
     data = [[r["attempts"][0]["latency_s"] for r in records if group_label(r) == label] for label in labels]
-    ax.boxplot(data, vert=False, showfliers=True)
+    ax.boxplot(data, orientation="horizontal", showfliers=True)
     ax.set_yticks(range(1, len(labels) + 1), labels, fontsize=8)
     ax.set(xlabel="end-to-end latency per task, first attempt (s)", title="latency by target")
     fig.tight_layout()
