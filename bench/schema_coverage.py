@@ -10,7 +10,6 @@ models (tests/test_structured_clients.py's models).
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 import time
@@ -20,24 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dgemma.structured.schema import compile_schema  # noqa: E402
-
-
-def sources() -> dict[str, list[tuple[str, dict]]]:
-    import check_jsonschema
-    import jsonschema_specifications
-
-    vendor = Path(check_jsonschema.__file__).parent / "builtin_schemas" / "vendor"
-    store = [(p.stem, json.loads(p.read_text())) for p in sorted(vendor.glob("*.json"))]
-    meta_dir = Path(jsonschema_specifications.__file__).parent / "schemas"
-    meta = [
-        (str(p.relative_to(meta_dir)), json.loads(p.read_text()))
-        for p in sorted(meta_dir.rglob("*"))
-        if p.is_file() and p.suffix in ("", ".json")
-    ]
-    from tests.test_structured_clients import MODELS, _schema
-
-    pydantic = [(m.__name__, _schema(m)) for m in MODELS]
-    return {"SchemaStore (check-jsonschema)": store, "meta-schemas": meta, "pydantic": pydantic}
+from tests.schema_sources import sources  # noqa: E402
 
 
 def main() -> None:

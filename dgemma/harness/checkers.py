@@ -23,7 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dgemma.structured.schema import compile_schema, validate
+from dgemma.structured.schema import compile_schema
+from dgemma.structured.validate import validate
 from dgemma.tasks import sudoku
 
 

@@ -1,7 +1,8 @@
 """String formats laid out as literal separators and choice slots, so that every value is valid by
 construction: each field is a choice among its valid texts (month 01-12, day 01-28, ...), each hex
 digit of a UUID a choice among 16. The ranges only narrow the format (a day of 01-28 is valid in
-every month; years 1970-2037), which keeps every output valid for any reader of the format."""
+every month; years 1970-2037), which keeps every output valid for any reader of the format. Names
+in emails, host names and URIs are chosen from short word lists (the model picks the word)."""
 
 from __future__ import annotations
 
@@ -33,4 +34,22 @@ FORMATS: dict[str, list[str | tuple[str, ...]]] = {
         "-",
         *(HEX,) * 12,
     ],
+}
+
+WORDS = tuple(
+    "alex info team mail admin hello sales support dev ops data user web app api docs shop news blog "
+    "home cloud north river".split()
+)
+DOMAINS = tuple("example acme contoso initech globex umbrella stark wayne hooli vandelay".split())
+TLDS = ("com", "org", "net", "io", "dev", "edu")
+OCTET = tuple(str(v) for v in range(256))
+FORMATS |= {
+    "email": [WORDS, "@", DOMAINS, ".", TLDS],
+    "hostname": [WORDS, ".", DOMAINS, ".", TLDS],
+    "uri": [("https", "http"), "://", DOMAINS, ".", TLDS, "/", WORDS],
+    "ipv4": [OCTET, ".", OCTET, ".", OCTET, ".", OCTET],
+    "ipv6": [x for g in range(8) for x in ((":",) if g else ()) + (HEX,) * 4],
+    "uri-reference": [("https", "http"), "://", DOMAINS, ".", TLDS, "/", WORDS],
+    "regex": [("^[a-z]+$", "^[0-9]+$", "^.*$", "^[A-Za-z0-9_-]+$")],
+    "duration": ["P", tuple(str(v) for v in range(31)), "DT", tuple(str(v) for v in range(24)), "H"],
 }

@@ -18,8 +18,9 @@ from typing import Any
 
 from dgemma.engine.request import Request
 from dgemma.engine.results import RowStats
-from dgemma.structured.schema import compile_schema, validate
+from dgemma.structured.schema import compile_schema
 from dgemma.structured.slots import DEFAULT_STRING_TOKENS, SlotPlan, Vocabulary, plan_slot
+from dgemma.structured.validate import validate
 from dgemma.text import TextCodec
 
 DEFAULT_ROUNDS = 3

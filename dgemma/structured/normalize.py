@@ -1,47 +1,102 @@
 """Schemas as clients write them -> the subset the layout compiles (`schema.py`).
 
-What this resolves, so that the schemas pydantic, the `openai` SDK and LangChain send work:
+What this resolves, so that the schemas pydantic, the `openai` SDK, LangChain and real-world
+config schemas (SchemaStore, meta-schemas, OpenAPI) send work:
 
 - local `$ref`s (`#/$defs/X`, `#/definitions/X`, any JSON pointer into the document) are inlined;
-  a reference that leads back to itself more than `MAX_REF_DEPTH` times is refused, except where
-  it is optional (`anyOf` with null): there the recursion ends with null;
-- `allOf` is merged into one schema (a keyword given twice must agree);
-- `anyOf` / `oneOf` / a `type` list with `null` among plain alternatives (`Optional[X]`): the
-  non-null alternative is laid out (a present value is valid);
-- `anyOf` with several non-null branches: the first branch is laid out (valid for `anyOf`);
-  `oneOf` likewise when no value can match two branches (each branch its own `type`, or a
-  discriminator property with a distinct `const` per branch); other `oneOf`s are refused.
+  a reference that leads back to itself more than `MAX_REF_DEPTH` times is refused where it is
+  required, and left out where it is optional (an absent optional property is valid; `Optional`
+  recursion ends with null);
+- `allOf` is merged into one schema: each part resolved first, properties merged recursively,
+  annotations kept once, any other keyword given twice must agree;
+- `anyOf`, a `type` list, and `null` among plain alternatives (`Optional[X]`): the first branch
+  that lays out is laid out (a value valid for one branch is valid for `anyOf`);
+- `oneOf`: the first branch that lays out and whose every value fails all the other branches (by
+  `type`, `const`/`enum`, a `required` key it never writes, a discriminator `const`); a `oneOf`
+  where no branch can be told apart that way is refused;
+- optional properties whose schema cannot be laid out (an unsupported keyword, a recursion past
+  the bound, or past `OPTIONAL_NODES` schema nodes of optional structure) are left out, and listed
+  in `Normalized.omitted`.
 
 The result only narrows the client's schema: every value valid against it is valid against the
-original. Anything still unsupported is refused by `compile_schema`, naming the keyword and path.
+original. Anything still unsupported is refused, naming the keyword and its JSON path.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
+
+from dgemma.structured.exclusion import as_list, excludes
+from dgemma.structured.keywords import ANNOTATIONS, TYPE_KEYWORDS
+from dgemma.structured.refs import pointer
 
 MAX_REF_DEPTH = 4  # nested expansions of one $ref (a recursive model unrolled this many levels)
 MAX_NORMALIZED_NODES = 4096
+# schema nodes visited and compiled, trial branches and optional properties included: bounds the
+# work of any schema however its combinators nest (budget restores after a failed trial; this does not)
+MAX_WORK = 200_000
+OPTIONAL_NODES = 384  # schema nodes of optional properties laid out, at most (the rest are left out)
 _COMBINATORS = ("anyOf", "oneOf")
 
 
-def normalize(schema: Any) -> Any:
-    """The client's schema in the compiled subset; ValueError naming the keyword and its JSON path."""
+class TooComplex(ValueError):
+    """The work bound ran out: never caught by a trial, so the whole schema is refused."""
+
+
+class OverBudget(ValueError):
+    """An optional property grew past what is left of the optional-structure budget."""
+
+
+@dataclass
+class _Context:
+    root: dict
+    check: Callable[[dict, str], int]  # nodes of a normalized schema's layout; ValueError if none
+    budget: int = MAX_NORMALIZED_NODES
+    work: int = MAX_WORK
+    floor: int = -(10**9)  # `budget` may not fall below this while an optional property is walked
+    optional: int = OPTIONAL_NODES
+    omitted: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Normalized:
+    schema: Any
+    omitted: list[str]  # "path: reason" of each optional property left out
+
+
+def normalize(schema: Any, check: Callable[[dict, str], int] | None = None) -> Normalized:
+    """The client's schema in the compiled subset; ValueError naming the keyword and its JSON path.
+    `check(node, path)` tells whether a normalized sub-schema lays out (schema.py passes its compiler)."""
     if not isinstance(schema, dict):
         raise ValueError(f"json_schema at $: a schema must be an object, got {type(schema).__name__}")
-    budget = [MAX_NORMALIZED_NODES]
-    return _walk(schema, schema, "$", (), budget)
+    ctx = _Context(schema, check or (lambda node, path: 0))
+    return Normalized(_walk(schema, ctx, "$", ()), ctx.omitted)
 
 
-def _walk(node: Any, root: dict, path: str, stack: tuple[str, ...], budget: list[int]) -> Any:
+def _walk(node: Any, ctx: _Context, path: str, stack: tuple[str, ...]) -> Any:
     """`stack`: the $refs being expanded above this node (for the recursion bound)."""
+    if node is True:
+        return {}
     if not isinstance(node, dict):
         return node
-    budget[0] -= 1
-    if budget[0] < 0:
+    ctx.budget -= 1
+    ctx.work -= 1
+    if ctx.work < 0:
+        raise TooComplex(
+            f"json_schema at {path}: the schema takes too much work to lay out; send a smaller one"
+        )
+    if ctx.budget < 0:
         raise ValueError(f"json_schema at {path}: the schema expands past {MAX_NORMALIZED_NODES} nodes")
+    if ctx.budget < ctx.floor:
+        raise OverBudget(f"json_schema at {path}: past the budget of {OPTIONAL_NODES} optional schema nodes")
     node = {k: v for k, v in node.items() if k not in ("$defs", "definitions")}
+    for dynamic in ("$recursiveRef", "$dynamicRef"):  # one document: the dynamic scope is its root
+        if dynamic in node and "$ref" not in node:
+            node = {**{k: v for k, v in node.items() if k != dynamic}, "$ref": node[dynamic]}
     if "$ref" in node:
         ref = node["$ref"]
         if not isinstance(ref, str) or not ref.startswith("#"):
@@ -53,137 +108,246 @@ def _walk(node: Any, root: dict, path: str, stack: tuple[str, ...], budget: list
                 f"json_schema at {path}.$ref: {ref!r} recurses deeper than {MAX_REF_DEPTH} levels"
             )
         siblings = {k: v for k, v in node.items() if k != "$ref"}
-        target = dict(_pointer(root, ref, path))
+        target = dict(pointer(ctx.root, ref, path))
         merged = _merge(target, siblings, path) if siblings else target
-        return _walk(merged, root, path, (*stack, ref), budget)
+        return _walk(merged, ctx, path, (*stack, ref))
     if "allOf" in node:
-        node = _merge_all_of(node, path)
-        return _walk(node, root, path, stack, budget)
+        return _walk(_merge_all_of(node, ctx, path, stack), ctx, path, stack)
+    if "if" in node or "$rules" in node:
+        return _walk(_apply_rules(node, ctx, path, stack), ctx, path, stack)
+    if "not" in node:
+        rest = {k: v for k, v in node.items() if k != "not"}
+        out = _walk(rest, ctx, path, stack)
+        if not excludes(out, node["not"], ctx.root):
+            raise ValueError(
+                f"json_schema at {path}.not: unsupported keyword 'not': the layout could write a value it forbids"
+            )
+        return out
     for key in _COMBINATORS:
         if key in node:
-            return _walk(_choose_branch(node, key, path, stack, root), root, path, stack, budget)
+            return _choose_branch(node, key, ctx, path, stack)
     if isinstance(node.get("type"), list):
-        node = _collapse_type_list(node, path)
+        return _choose_branch(_type_branches(node, path), "anyOf", ctx, path, stack)
     if node.get("nullable") is True:  # OpenAPI style: a present value of the type is valid
         node = {k: v for k, v in node.items() if k != "nullable"}
     out = dict(node)
     if isinstance(node.get("properties"), dict):
-        out["properties"] = {
-            k: _walk(v, root, f"{path}.{k}", stack, budget) for k, v in node["properties"].items()
-        }
+        out["properties"] = _properties(node, ctx, path, stack)
     if isinstance(node.get("items"), dict):
-        out["items"] = _walk(node["items"], root, f"{path}[]", stack, budget)
+        out["items"] = _walk(node["items"], ctx, f"{path}[]", stack)
+    needs = node.get("minProperties", 0)
+    if isinstance(needs, int) and needs > len(out.get("properties", {})):  # extra keys get written
+        if isinstance(node.get("patternProperties"), dict):
+            out["patternProperties"] = {
+                k: _walk(v, ctx, f"{path}[{k!r}]", stack) for k, v in node["patternProperties"].items()
+            }
+        if isinstance(node.get("additionalProperties"), dict):
+            out["additionalProperties"] = _walk(node["additionalProperties"], ctx, f"{path}.*", stack)
     return out
 
 
-def _pointer(root: dict, ref: str, path: str) -> dict:
-    target: Any = root
-    for raw in ref[1:].split("/")[1:] if ref != "#" else []:
-        part = raw.replace("~1", "/").replace("~0", "~")
-        if isinstance(target, dict) and part in target:
-            target = target[part]
-        elif isinstance(target, list) and part.isdigit() and int(part) < len(target):
-            target = target[int(part)]
-        else:
-            raise ValueError(f"json_schema at {path}: `$ref` {ref!r} points to nothing")
-    if not isinstance(target, dict):
-        raise ValueError(f"json_schema at {path}: `$ref` {ref!r} does not point to a schema")
-    return target
+def _properties(node: dict, ctx: _Context, path: str, stack: tuple[str, ...]) -> dict:
+    """Required properties must lay out; an optional one that does not (or that would pass the
+    optional-structure budget) is left out of the layout, and recorded."""
+    required = node.get("required", [])
+    required = set(required) if isinstance(required, list) else set()
+    keyed = node.get("patternProperties") if isinstance(node.get("patternProperties"), dict) else {}
+    out = {}
+    for key, sub in node["properties"].items():
+        where = f"{path}.{key}"
+        for pattern, also in keyed.items():  # a declared key a pattern matches must satisfy both
+            if isinstance(sub, dict) and isinstance(also, dict) and _search(pattern, key):
+                sub = _merge(sub, also, where)
+        if key in required:
+            out[key] = _walk(sub, ctx, where, stack)
+            continue
+        if ctx.optional <= 0:
+            ctx.omitted.append(f"{where}: past the budget of {OPTIONAL_NODES} optional schema nodes")
+            continue
+        before, floor = ctx.budget, ctx.floor
+        ctx.floor = max(floor, before - ctx.optional)
+        try:
+            value = _walk(sub, ctx, where, stack)
+            if isinstance(value, dict):
+                ctx.work -= ctx.check(value, where)
+        except TooComplex:
+            raise
+        except ValueError as err:
+            ctx.budget = before
+            ctx.omitted.append(f"{where}: {_reason(err)}")
+            continue
+        finally:
+            ctx.floor = floor
+        used = before - ctx.budget
+        ctx.optional -= used
+        out[key] = value
+    return out
 
 
-def _merge_all_of(node: dict, path: str) -> dict:
+def _search(pattern: str, key: str) -> bool:
+    try:
+        return re.search(pattern, key) is not None
+    except (re.error, TypeError):
+        raise ValueError(
+            f"`patternProperties` key {str(pattern)[:60]!r} is not a regular expression"
+        ) from None
+
+
+def _reason(err: ValueError) -> str:
+    text = str(err)
+    return text.split(": ", 1)[1] if text.startswith("json_schema at ") and ": " in text else text
+
+
+def _merge_all_of(node: dict, ctx: _Context, path: str, stack: tuple[str, ...]) -> dict:
     parts = node["allOf"]
-    if not isinstance(parts, list) or not parts or not all(isinstance(p, dict) for p in parts):
+    if not isinstance(parts, list) or not parts or not all(isinstance(p, dict) or p is True for p in parts):
         raise ValueError(f"json_schema at {path}.allOf: `allOf` must be a non-empty list of schemas")
     merged = {k: v for k, v in node.items() if k != "allOf"}
-    for part in parts:
-        if any(k in part for k in ("allOf", "$ref", *_COMBINATORS)):
-            raise ValueError(
-                f"json_schema at {path}.allOf: nested combinators or $ref inside `allOf` are not merged"
-            )
-        merged = _merge(merged, part, f"{path}.allOf")
+    rules = []
+    for i, part in enumerate(parts):
+        if isinstance(part, dict) and "if" in part:  # conditions apply to the merged node, not the part
+            rules += _rules(part)
+            part = {k: v for k, v in part.items() if k not in ("if", "then", "else")}
+        resolved = _walk(part, ctx, f"{path}.allOf[{i}]", stack)  # refs, nested allOf, chosen branches
+        merged = _merge(merged, resolved, f"{path}.allOf")
+    if rules:
+        merged["$rules"] = merged.get("$rules", []) + rules
     return merged
+
+
+def _rules(node: dict) -> list[dict]:
+    return [{k: node[k] for k in ("if", "then", "else") if k in node}] if "if" in node else []
+
+
+def _apply_rules(node: dict, ctx: _Context, path: str, stack: tuple[str, ...]) -> dict:
+    """`if` / `then` / `else`, each rule in turn: the value is made to match `if` and `then` (merged
+    in) when that lays out, else to take `else` where the layout can never match `if`."""
+    rules = node.get("$rules", []) + _rules(node)
+    base = {k: v for k, v in node.items() if k not in ("if", "then", "else", "$rules")}
+    for rule in rules:
+        cond = rule["if"] if isinstance(rule["if"], dict) else {}
+        before = ctx.budget
+        try:
+            candidate = _merge(_merge(base, cond, f"{path}.if"), rule.get("then", {}) or {}, f"{path}.then")
+            ctx.work -= ctx.check(_walk(candidate, ctx, path, stack), path)
+            base = candidate
+            continue
+        except TooComplex:
+            raise
+        except ValueError:
+            ctx.budget = before
+        candidate = _merge(base, rule.get("else", {}) or {}, f"{path}.else")
+        laid = _walk(candidate, ctx, path, stack)
+        ctx.budget = before
+        if not excludes(laid, rule["if"], ctx.root):
+            raise ValueError(
+                f"json_schema at {path}.if: unsupported keyword 'if': neither `if` with `then` lays out "
+                "nor does the `else` layout rule out `if`"
+            )
+        base = candidate
+    return base
 
 
 def _merge(a: dict, b: dict, path: str) -> dict:
     out = dict(a)
     for key, value in b.items():
-        if key in ("title", "description", "default", "examples", "$comment"):
+        if key in ANNOTATIONS:
             out.setdefault(key, value)
-        elif key == "properties" and isinstance(out.get(key), dict) and isinstance(value, dict):
-            out[key] = {**out[key], **value}
-        elif key == "required" and isinstance(out.get(key), list) and isinstance(value, list):
-            out[key] = list(dict.fromkeys(out[key] + value))
-        elif key in out and out[key] != value:
-            raise ValueError(f"json_schema at {path}: `{key}` is given twice with different values")
-        else:
+        elif key not in out:
             out[key] = value
+        elif key == "$rules":
+            out[key] = out[key] + value
+        elif (
+            key in ("items", "additionalProperties")
+            and isinstance(out[key], dict)
+            and isinstance(value, dict)
+        ):
+            out[key] = _merge(out[key], value, f"{path}.{key}")
+        elif key == "not" and isinstance(out[key], dict) and isinstance(value, dict):
+            out[key] = {"anyOf": [out[key], value]}  # not A and not B: not (A or B)
+        elif (
+            key in ("properties", "patternProperties")
+            and isinstance(out[key], dict)
+            and isinstance(value, dict)
+        ):
+            props = dict(out[key])
+            for name, sub in value.items():
+                both = isinstance(props.get(name), dict) and isinstance(sub, dict)
+                props[name] = _merge(props[name], sub, f"{path}.{name}") if both else sub
+            out[key] = props
+        elif key == "required" and isinstance(out[key], list) and isinstance(value, list):
+            out[key] = list(dict.fromkeys(out[key] + value))
+        elif key in ("minimum", "minLength", "minItems", "minProperties") and _numbers(out[key], value):
+            out[key] = max(out[key], value)  # both bounds hold: the tighter one
+        elif key in ("maximum", "maxLength", "maxItems", "maxProperties") and _numbers(out[key], value):
+            out[key] = min(out[key], value)
+        elif key == "type" and isinstance(out[key], list | str) and isinstance(value, list | str):
+            common = [t for t in as_list(out[key]) if t in as_list(value)]
+            if not common:
+                raise ValueError(
+                    f"json_schema at {path}: `type` is given twice with different values "
+                    f"({out[key]!r}, {value!r}) and no value in common"
+                )
+            out[key] = common[0] if len(common) == 1 else common
+        elif out[key] != value:
+            raise ValueError(f"json_schema at {path}: `{key}` is given twice with different values")
+    if "const" in out and isinstance(out.get("enum"), list):
+        if not any(json.dumps(out["const"]) == json.dumps(v) for v in out["enum"]):
+            raise ValueError(
+                f"json_schema at {path}: `const` {out['const']!r} is not one of the `enum` values"
+            )
+        out.pop("enum")
     return out
+
+
+def _numbers(*values: Any) -> bool:
+    return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
 
 
 def _is_null(branch: Any) -> bool:
     return isinstance(branch, dict) and (branch.get("type") == "null" or branch.get("const", 0) is None)
 
 
-def _choose_branch(node: dict, key: str, path: str, stack: tuple[str, ...], root: dict) -> dict:
+def _type_branches(node: dict, path: str) -> dict:
+    """`{"type": [a, b], ...}` as `anyOf` of one branch per type, each keeping its own keywords."""
+    kinds = node["type"]
+    if not kinds or not all(isinstance(k, str) for k in kinds):
+        raise ValueError(f"json_schema at {path}.type: a `type` list must hold type names")
+    others = set().union(*TYPE_KEYWORDS.values())
+    branches = []
+    for kind in kinds:
+        keep = TYPE_KEYWORDS.get(kind, set())
+        branches.append({**{k: v for k, v in node.items() if k not in others or k in keep}, "type": kind})
+    return {"anyOf": branches}
+
+
+def _choose_branch(node: dict, key: str, ctx: _Context, path: str, stack: tuple[str, ...]) -> dict:
     branches = node[key]
     if not isinstance(branches, list) or not branches or not all(isinstance(b, dict) for b in branches):
         raise ValueError(f"json_schema at {path}.{key}: `{key}` must be a non-empty list of schemas")
-    nulls = [b for b in branches if _is_null(b)]
-    real = [b for b in branches if not _is_null(b)] or branches[:1]
-    exhausted = [b for b in real if stack.count(b.get("$ref", "")) >= MAX_REF_DEPTH - 1]
-    if nulls and exhausted and len(real) == 1:  # Optional[Recursive]: end the recursion with null
-        real = nulls
-    if key == "oneOf" and len(real) > 1 and not _exclusive([_deref(b, root, path) for b in real]):
-        raise ValueError(
-            f"json_schema at {path}.oneOf: `oneOf` with {len(real)} alternatives that are not told apart "
-            "by their `type` or by a `const` property is not supported yet; use anyOf"
-        )
     rest = {k: v for k, v in node.items() if k != key}
-    return _merge(rest, real[0], f"{path}.{key}") if rest else dict(real[0])
-
-
-def _deref(branch: dict, root: dict, path: str) -> dict:
-    """A branch with a top-level $ref followed (one level), to look at its type and properties."""
-    return (
-        _pointer(root, branch["$ref"], path)
-        if isinstance(branch.get("$ref"), str) and branch["$ref"].startswith("#")
-        else branch
-    )
-
-
-def _exclusive(branches: list[dict]) -> bool:
-    """True when no value can match two branches, so laying out the first keeps `oneOf` valid: every
-    branch has its own JSON `type`, or all are objects with one required property whose `const`
-    (or single `enum` value) differs in each (a discriminated union)."""
-    types = [b.get("type") for b in branches]
-    if all(isinstance(t, str) for t in types) and len(set(types)) == len(types) and "number" not in types:
-        return True  # ("integer" and "number" overlap, so a number branch is never counted distinct)
-    if not all(
-        t == "object" and isinstance(b.get("properties"), dict) for t, b in zip(types, branches, strict=True)
-    ):
-        return False
-    common = set.intersection(*(set(b.get("required", [])) & set(b["properties"]) for b in branches))
-    for key in sorted(common):
-        tags = [_tag(b["properties"][key]) for b in branches]
-        if all(t is not None for t in tags) and len(set(map(json.dumps, tags))) == len(tags):
-            return True
-    return False
-
-
-def _tag(schema: Any) -> Any:
-    if not isinstance(schema, dict):
-        return None
-    if "const" in schema:
-        return schema["const"]
-    enum = schema.get("enum")
-    return enum[0] if isinstance(enum, list) and len(enum) == 1 else None
-
-
-def _collapse_type_list(node: dict, path: str) -> dict:
-    kinds = [k for k in node["type"] if k != "null"] or ["null"]
-    if len(kinds) > 1:
+    real = [b for b in branches if not _is_null(b)]
+    order = real + [b for b in branches if _is_null(b)]  # null last: Optional[X] lays out X
+    reasons = []
+    for branch in order:
+        before = ctx.budget
+        try:
+            merged = _merge(rest, branch, f"{path}.{key}") if rest else dict(branch)
+            chosen = _walk(merged, ctx, path, stack)
+            ctx.work -= ctx.check(chosen, path)
+            if key == "oneOf":
+                others = [b for b in branches if b is not branch]
+                if not all(excludes(chosen, b, ctx.root) for b in others):
+                    raise ValueError(f"json_schema at {path}.oneOf: values of this branch can match another")
+            return chosen
+        except TooComplex:
+            raise
+        except ValueError as err:
+            ctx.budget = before
+            reasons.append(_reason(err))
+    if key == "oneOf":
         raise ValueError(
-            f"json_schema at {path}.type: a list of several types {kinds} is not supported; give one"
+            f"json_schema at {path}.oneOf: no branch of the `oneOf` lays out with values that match no "
+            f"other branch (told apart by type, const, enum or a required key); first: {reasons[0]}"
         )
-    return {**node, "type": kinds[0]}
+    raise ValueError(f"json_schema at {path}.{key}: no branch lays out; first: {reasons[0]}")

@@ -3,12 +3,17 @@
 A schema compiles into a layout: literal JSON text (braces, keys, quotes, separators, constants)
 and value slots of a fixed number of token positions. Layout rules:
 
-- object: every property in the order given, `{"key": value, ...}` (optional properties are
-  generated too: present optional properties are valid); `additionalProperties` may be false;
-- array: `items` repeated n times, n = max(minItems, min(maxItems, 3)) (3 when neither is given);
+- object: every property normalize.py keeps, in the order given, `{"key": value, ...}` (optional
+  properties are written too, up to `maxProperties`: present optional properties are valid); no
+  other keys, so `additionalProperties` (false, true or a schema) and `patternProperties` hold as
+  long as no written key matches a `patternProperties` pattern; `minProperties` must be reachable;
+- array: `items` repeated n times, n = max(minItems, min(maxItems, 3)) (3 when neither is given;
+  at most 1 with `uniqueItems`, which then holds; `minItems` >= 2 with `uniqueItems` is refused);
 - string: quotes around a slot of up to `max_string_tokens` tokens (`minLength` / `maxLength` in
-  characters); integer / number: a slot (`minimum` / `maximum` inclusive); boolean: a choice of
-  true / false; `enum`: a choice among its JSON values; `const` and `null`: literal text.
+  characters, `pattern` as `re.search` finds it, patterns.py); integer / number: a slot
+  (`minimum` / `maximum`, `exclusiveMinimum` / `exclusiveMaximum`, integer `multipleOf`);
+  boolean: a choice of true / false; `enum`: a choice among its JSON values; `const` and `null`:
+  literal text.
 
 Keywords outside this subset raise ValueError naming them; annotations (title, description, ...)
 are accepted and ignored since they do not constrain values.
@@ -17,39 +22,36 @@ are accepted and ignored since they do not constrain values.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from dgemma.structured import patterns
+from dgemma.structured.bounds import MAX_ABS_NUMBER, bounds, finite, number_bounds
 from dgemma.structured.formats import FORMATS
+from dgemma.structured.keywords import ANNOTATIONS
 from dgemma.structured.normalize import normalize
+from dgemma.structured.validate import inferred_type, is_type
 
-ANNOTATIONS = {
-    "title",
-    "description",
-    "default",
-    "examples",
-    "$schema",
-    "$id",
-    "$comment",
-    "deprecated",
-    "readOnly",
-    "writeOnly",
-    # editor hints that SchemaStore schemas carry, and OpenAPI's union tag (normalize.py checks the
-    # branches are told apart before a oneOf is laid out)
-    "markdownDescription",
-    "deprecationMessage",
-    "enumDescriptions",
-    "markdownEnumDescriptions",
-    "discriminator",
-}
+NUMBER_KEYWORDS = {"type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
 BY_TYPE = {
-    "object": {"type", "properties", "required", "additionalProperties"},
-    "array": {"type", "items", "minItems", "maxItems"},
-    "string": {"type", "minLength", "maxLength", "format"},
-    "integer": {"type", "minimum", "maximum"},
-    "number": {"type", "minimum", "maximum"},
+    "object": {
+        "type",
+        "properties",
+        "required",
+        "additionalProperties",
+        "patternProperties",
+        "minProperties",
+        "maxProperties",
+        "dependencies",
+        "dependentRequired",
+        "dependentSchemas",
+        "unevaluatedProperties",
+    },
+    "array": {"type", "items", "minItems", "maxItems", "uniqueItems"},
+    "string": {"type", "minLength", "maxLength", "format", "pattern"},
+    "integer": NUMBER_KEYWORDS | {"multipleOf"},
+    "number": NUMBER_KEYWORDS,
     "boolean": {"type"},
     "null": {"type"},
 }
@@ -62,7 +64,6 @@ MAX_ITEMS = 128  # minItems of one array
 MAX_ENUM = 1024  # values of one enum
 MAX_PROPERTIES = 256  # properties of one object
 MAX_STRING_LENGTH = 4096  # minLength / maxLength
-MAX_ABS_NUMBER = 2**53  # |minimum|, |maximum|: integers a float holds exactly
 
 
 class SlotKind(StrEnum):
@@ -89,6 +90,7 @@ class Layout:
         default_factory=dict
     )  # the normalized schema laid out (validate against it)
     nodes: int = 0  # schema nodes compiled, checked against MAX_NODES
+    omitted: list[str] = field(default_factory=list)  # optional properties left out, with why
 
     def text(self, value: str) -> None:
         if self.parts and isinstance(self.parts[-1], str):
@@ -104,10 +106,17 @@ class Layout:
 def compile_schema(schema: Any) -> Layout:
     """The layout of `schema` (normalized first: $ref, allOf, Optional, see normalize.py); an
     unsupported or malformed schema is a ValueError naming the keyword and its JSON path."""
-    normalized = normalize(schema)
-    layout = Layout(schema=normalized)
-    _compile(normalized, "$", layout)
+    normalized = normalize(schema, check=_lays_out)
+    layout = Layout(schema=normalized.schema, omitted=list(dict.fromkeys(normalized.omitted)))
+    _compile(normalized.schema, "$", layout)
     return layout
+
+
+def _lays_out(schema: dict, path: str) -> int:
+    """Compile a normalized sub-schema on its own (ValueError if it does not lay out); its nodes."""
+    scratch = Layout()
+    _compile(schema, path, scratch)
+    return scratch.nodes
 
 
 def _compile(schema: Any, path: str, out: Layout, depth: int = 0) -> None:
@@ -123,7 +132,7 @@ def _compile(schema: Any, path: str, out: Layout, depth: int = 0) -> None:
     if "enum" in schema or "const" in schema:
         _choice(schema, path, out)
         return
-    kind = schema.get("type")
+    kind = schema.get("type") or inferred_type(schema)
     if isinstance(kind, list):
         raise ValueError(f"json_schema at {path}: a list of types is not supported; give one `type`")
     if kind is None:
@@ -136,7 +145,7 @@ def _compile(schema: Any, path: str, out: Layout, depth: int = 0) -> None:
         )
     if kind not in BY_TYPE:
         raise ValueError(f"json_schema at {path}: `type` must be one of {', '.join(BY_TYPE)}, got {kind!r}")
-    unsupported = sorted(set(schema) - BY_TYPE[kind] - ANNOTATIONS)
+    unsupported = sorted(k for k in set(schema) - BY_TYPE[kind] - ANNOTATIONS if not _annotation(k))
     if unsupported:
         raise ValueError(f"json_schema at {path}: unsupported keyword {unsupported[0]!r} for type {kind}")
     if kind == "object":
@@ -146,19 +155,34 @@ def _compile(schema: Any, path: str, out: Layout, depth: int = 0) -> None:
     elif kind == "string" and "format" in schema:
         _format(schema, path, out)
     elif kind == "string":
-        lo, hi = _bounds(schema, path, "minLength", "maxLength", integer=True, limit=MAX_STRING_LENGTH)
+        lo, hi = bounds(schema, path, "minLength", "maxLength", integer=True, limit=MAX_STRING_LENGTH)
         if lo is not None and lo < 0:
             raise ValueError(f"json_schema at {path}: `minLength` must be >= 0")
+        if "pattern" in schema:
+            try:
+                found = patterns.example(schema["pattern"], lo or 0, hi)
+            except ValueError as err:
+                raise ValueError(f"json_schema at {path}.pattern: {err}") from None
+            if found is None:
+                raise ValueError(
+                    f"json_schema at {path}.pattern: unsupported keyword 'pattern' {schema['pattern'][:60]!r}: "
+                    "no matching string found (back-references and some look-arounds are not supported)"
+                )
         out.text('"')
         out.parts.append(Slot(SlotKind.STRING, schema, path=path))
         out.text('"')
     elif kind in ("integer", "number"):
-        _bounds(schema, path, "minimum", "maximum", integer=kind == "integer", limit=MAX_ABS_NUMBER)
+        schema = number_bounds(schema, path, kind)
         out.parts.append(Slot(SlotKind(kind), schema, path=path))
     elif kind == "boolean":
         out.parts.append(Slot(SlotKind.CHOICE, schema, ("true", "false"), path))
     else:
         out.text("null")
+
+
+def _annotation(key: str) -> bool:
+    """Vendor extensions (`x-...`) and custom annotations (`$$...`) constrain nothing."""
+    return key.startswith(("x-", "$$"))
 
 
 def _format(schema: dict, path: str, out: Layout) -> None:
@@ -169,8 +193,10 @@ def _format(schema: dict, path: str, out: Layout) -> None:
             f"json_schema at {path}: unsupported keyword 'format' value {str(fmt)[:40]!r} "
             f"(supported: {', '.join(FORMATS)})"
         )
-    if "minLength" in schema or "maxLength" in schema:
-        raise ValueError(f"json_schema at {path}: `minLength`/`maxLength` next to `format` are not supported")
+    if "minLength" in schema or "maxLength" in schema or "pattern" in schema:
+        raise ValueError(
+            f"json_schema at {path}: `minLength`/`maxLength`/`pattern` next to `format` are not supported"
+        )
     out.text('"')
     for i, piece in enumerate(FORMATS[fmt]):
         if isinstance(piece, str):
@@ -194,25 +220,122 @@ def _object(schema: dict, path: str, out: Layout, depth: int) -> None:
         raise ValueError(
             f"json_schema at {path}: required property {missing[0]!r} has no schema in `properties`"
         )
-    if schema.get("additionalProperties", False) not in (False, True):
-        raise ValueError(f"json_schema at {path}: `additionalProperties` may only be true or false")
+    extra = schema.get("additionalProperties", True)
+    if not isinstance(extra, bool | dict):
+        raise ValueError(f"json_schema at {path}: `additionalProperties` must be a boolean or a schema")
+    keyed = schema.get("patternProperties", {})
+    if not isinstance(keyed, dict):
+        raise ValueError(f"json_schema at {path}: `patternProperties` must be an object")
+    for pattern in keyed:  # declared keys a pattern matches were merged with it (normalize.py)
+        try:
+            patterns.compiled(pattern)
+        except ValueError as err:
+            raise ValueError(f"json_schema at {path}.patternProperties: {err}") from None
+    lo, hi = bounds(schema, path, "minProperties", "maxProperties", integer=True, limit=MAX_PROPERTIES)
+    keys = list(props)
+    props = dict(props)
+    if lo is not None and len(keys) < lo:  # extra keys, named by the key patterns, to reach the minimum
+        for name, sub in _extra_keys(schema, set(props), lo - len(keys), path):
+            props[name] = sub
+            keys.append(name)
+    if hi is not None and len(keys) > hi:  # the required ones first, then optional ones in order
+        keys = [k for k in keys if k in required] + [k for k in keys if k not in required]
+        keys = sorted(keys[: max(hi, len(set(required)))], key=list(props).index)
+    if lo is not None and len(keys) < lo:
+        raise ValueError(
+            f"json_schema at {path}: unsupported keyword 'minProperties': {lo} keys needed, "
+            f"{len(keys)} properties can be laid out"
+        )
+    if hi is not None and len(keys) > hi:
+        raise ValueError(f"json_schema at {path}: `maxProperties` {hi} is below the required properties")
+    keys = _check_dependencies(schema, keys, required, path)
+    if lo is not None and len(keys) < lo:
+        raise ValueError(f"json_schema at {path}: unsupported keyword 'minProperties': {lo} keys needed")
     out.text("{")
-    for i, (key, sub) in enumerate(props.items()):
+    for i, (key, sub) in enumerate((k, props[k]) for k in keys):
         out.text((", " if i else "") + json.dumps(key, ensure_ascii=False) + ": ")
         _compile(sub, f"{path}.{key}", out, depth + 1)
     out.text("}")
 
 
+def _extra_keys(schema: dict, taken: set[str], count: int, path: str) -> list[tuple[str, Any]]:
+    """`count` keys beyond `properties` with their value schemas: an example of each
+    `patternProperties` pattern (matching no other pattern), else `key1`, `key2`, ... under
+    `additionalProperties` (a value of any type is a string)."""
+    keyed = schema.get("patternProperties", {})
+    extra = schema.get("additionalProperties", True)
+    out: list[tuple[str, Any]] = []
+    for pattern, sub in keyed.items():
+        name = patterns.example(pattern, 1, 64)
+        others = [p for p in keyed if p != pattern]
+        if name and name not in taken and not any(patterns.matches(p, name) for p in others):
+            out.append((name, sub if sub is not True else {"type": "string"}))
+            taken.add(name)
+        if len(out) == count:
+            return out
+    i = 1
+    while extra is not False and len(out) < count:
+        name = f"key{i}"
+        i += 1
+        if name in taken or any(patterns.matches(p, name) for p in keyed):
+            continue
+        out.append((name, extra if isinstance(extra, dict) and extra else {"type": "string"}))
+        taken.add(name)
+    if len(out) < count:
+        raise ValueError(
+            f"json_schema at {path}: unsupported keyword 'minProperties': {count} more keys needed "
+            "and no key pattern or additionalProperties allows them"
+        )
+    return out
+
+
+def _check_dependencies(schema: dict, keys: list[str], required: list[str], path: str) -> list[str]:
+    """`dependentRequired` / `dependencies` (lists, or draft 3's single names): an optional key whose
+    needs are not all written is left out, a required one is refused; likewise a key with a
+    schema-valued dependency (`dependentSchemas`), which is not laid out. Returns the keys kept."""
+    keys = list(keys)
+    changed = True
+    while changed:
+        changed = False
+        for word in ("dependentRequired", "dependencies", "dependentSchemas"):
+            table = schema.get(word, {})
+            if not isinstance(table, dict):
+                raise ValueError(f"json_schema at {path}: `{word}` must be an object")
+            for key, needs in table.items():
+                if key not in keys:
+                    continue
+                needs = [needs] if isinstance(needs, str) else needs
+                ok = isinstance(needs, list) and word != "dependentSchemas" and all(n in keys for n in needs)
+                if ok:
+                    continue
+                if key in required:
+                    raise ValueError(
+                        f"json_schema at {path}.{word}: unsupported keyword {word!r}: required {key!r} "
+                        "depends on what is not laid out"
+                    )
+                keys.remove(key)
+                changed = True
+    return keys
+
+
 def _array(schema: dict, path: str, out: Layout, depth: int) -> None:
     if "items" not in schema:
         raise ValueError(f"json_schema at {path}: an array needs `items`")
-    lo, hi = _bounds(schema, path, "minItems", "maxItems", integer=True)
+    lo, hi = bounds(schema, path, "minItems", "maxItems", integer=True)
     lo = lo or 0
     if lo < 0:
         raise ValueError(f"json_schema at {path}: `minItems` must be >= 0")
     if lo > MAX_ITEMS:
         raise ValueError(f"json_schema at {path}: `minItems` is {lo}; at most {MAX_ITEMS} items are laid out")
     n = max(lo, min(DEFAULT_ITEMS if hi is None else hi, DEFAULT_ITEMS))
+    if schema.get("uniqueItems") not in (None, False, True):
+        raise ValueError(f"json_schema at {path}: `uniqueItems` must be a boolean")
+    if schema.get("uniqueItems"):
+        if lo > 1:
+            raise ValueError(
+                f"json_schema at {path}: unsupported keyword 'uniqueItems' with minItems {lo} (at most 1)"
+            )
+        n = min(n, 1)  # one item is always unique
     out.text("[")
     for i in range(n):
         if i:
@@ -231,91 +354,12 @@ def _choice(schema: dict, path: str, out: Layout) -> None:
     if len(values) > MAX_ENUM:
         raise ValueError(f"json_schema at {path}: `enum` has {len(values)} values; at most {MAX_ENUM}")
     for v in values:
-        if isinstance(v, dict | list) or (isinstance(v, int | float) and not _finite(v, MAX_ABS_NUMBER)):
+        if isinstance(v, dict | list) or (isinstance(v, int | float) and not finite(v, MAX_ABS_NUMBER)):
             raise ValueError(f"json_schema at {path}: enum values must be strings, numbers, booleans or null")
-        if "type" in schema and not _is_type(v, schema["type"]):
+        if "type" in schema and not is_type(v, schema["type"]):
             raise ValueError(f"json_schema at {path}: enum value {v!r} is not of type {schema['type']}")
     options = tuple(dict.fromkeys(json.dumps(v, ensure_ascii=False) for v in values))
     if len(options) == 1:
         out.text(options[0])
     else:
         out.parts.append(Slot(SlotKind.CHOICE, schema, options, path))
-
-
-def _finite(v: Any, limit: float) -> bool:
-    """A number whose magnitude is at most `limit` (huge integers and floats, inf and nan are not)."""
-    try:
-        return math.isfinite(float(v)) and abs(v) <= limit
-    except OverflowError:
-        return False
-
-
-def _bounds(
-    schema: dict, path: str, low: str, high: str, integer: bool, limit: float = MAX_ABS_NUMBER
-) -> tuple[Any, Any]:
-    values = []
-    for key in (low, high):
-        v = schema.get(key)
-        ok = v is None or (
-            isinstance(v, int | float)
-            and not isinstance(v, bool)
-            and _finite(v, limit)
-            and (not integer or v == int(v))
-        )
-        if not ok:
-            kind = "whole number" if integer else "number"
-            raise ValueError(
-                f"json_schema at {path}: `{key}` must be a {kind} of magnitude at most {limit:g}"
-            )
-        values.append(None if v is None else (int(v) if integer else v))
-    if values[0] is not None and values[1] is not None and values[0] > values[1]:
-        raise ValueError(f"json_schema at {path}: `{low}` is greater than `{high}`")
-    return values[0], values[1]
-
-
-def _is_type(value: Any, kind: str) -> bool:
-    checks = {
-        "string": lambda v: isinstance(v, str),
-        "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-        "boolean": lambda v: isinstance(v, bool),
-        "null": lambda v: v is None,
-    }
-    return kind in checks and checks[kind](value)
-
-
-def validate(value: Any, schema: dict, path: str = "$") -> list[str]:
-    """Problems of `value` against a supported schema (empty: valid)."""
-    if "const" in schema:
-        return [] if _same(value, schema["const"]) else [f"{path}: must equal {schema['const']!r}"]
-    if "enum" in schema:
-        return [] if any(_same(value, v) for v in schema["enum"]) else [f"{path}: not one of the enum values"]
-    kind = schema["type"]
-    if not _is_type(value, kind) and not (kind == "object" and isinstance(value, dict)):
-        if not (kind == "array" and isinstance(value, list)):
-            return [f"{path}: expected {kind}"]
-    problems: list[str] = []
-    if kind == "object":
-        props = schema.get("properties", {})
-        problems += [f"{path}: missing {r!r}" for r in schema.get("required", []) if r not in value]
-        if schema.get("additionalProperties", True) is False:
-            problems += [f"{path}: unexpected {k!r}" for k in value if k not in props]
-        for k, v in value.items():
-            if k in props:
-                problems += validate(v, props[k], f"{path}.{k}")
-    elif kind == "array":
-        if len(value) < schema.get("minItems", 0) or len(value) > schema.get("maxItems", math.inf):
-            problems.append(f"{path}: {len(value)} items outside the bounds")
-        for i, v in enumerate(value):
-            problems += validate(v, schema["items"], f"{path}[{i}]")
-    elif kind == "string":
-        if not schema.get("minLength", 0) <= len(value) <= schema.get("maxLength", math.inf):
-            problems.append(f"{path}: length {len(value)} outside the bounds")
-    elif kind in ("integer", "number"):
-        if not schema.get("minimum", -math.inf) <= value <= schema.get("maximum", math.inf):
-            problems.append(f"{path}: {value} outside the bounds")
-    return problems
-
-
-def _same(a: Any, b: Any) -> bool:
-    return type(a) is type(b) and a == b if isinstance(a, bool) or isinstance(b, bool) else a == b

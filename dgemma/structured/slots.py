@@ -12,9 +12,10 @@ import math
 import re
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
 
+from dgemma.structured import patterns
 from dgemma.structured.schema import Slot, SlotKind
+from dgemma.structured.validate import number_ok
 from dgemma.text import TextCodec
 
 INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")
@@ -71,12 +72,15 @@ class SlotPlan:
         if self.slot.kind is SlotKind.CHOICE:
             return text in self.slot.options
         if self.slot.kind is SlotKind.STRING:
+            if "\ufffd" in text:  # token bytes that do not form UTF-8 (byte-level BPE)
+                return False
+            if "pattern" in schema and not patterns.matches(schema["pattern"], text):
+                return False
             return schema.get("minLength", 0) <= len(text) <= schema.get("maxLength", math.inf)
         pattern = INTEGER if self.slot.kind is SlotKind.INTEGER else NUMBER
         if not pattern.fullmatch(text):
             return False
-        value = json.loads(text)
-        return schema.get("minimum", -math.inf) <= value <= schema.get("maximum", math.inf)
+        return number_ok(json.loads(text), schema)
 
     def repair(self, tokens: list[int], vocab: Vocabulary) -> list[int]:
         """Tokens of a valid value for this slot, as close to what the model wrote as this allows."""
@@ -93,22 +97,39 @@ class SlotPlan:
         schema = self.slot.schema
         if self.slot.kind is SlotKind.STRING:
             lo, hi = schema.get("minLength", 0), schema.get("maxLength", len(text))
-            cut = text[:hi]
-            return [cut + "a" * (lo - len(cut)), "a" * lo]
-        lo, hi = schema.get("minimum", -math.inf), schema.get("maximum", math.inf)
+            cut = text.replace("\ufffd", "")[:hi]
+            out = [cut + "a" * (lo - len(cut)), "a" * lo]
+            if "pattern" in schema:
+                found = patterns.example(schema["pattern"], lo, schema.get("maxLength"))
+                out = [t for t in out if patterns.matches(schema["pattern"], t)] + ([found] if found else [])
+            return out
+        integer = self.slot.kind is SlotKind.INTEGER
         match = re.search(r"-?[0-9]+(\.[0-9]+)?", text)
-        value: Any = float(match.group()) if match else 0
-        if self.slot.kind is SlotKind.INTEGER:
-            value = int(value)
-        value = min(max(value, lo), hi)
-        if self.slot.kind is SlotKind.INTEGER:
-            value = int(math.ceil(value)) if value == lo else int(math.floor(value))
-        fallback = lo if lo != -math.inf else (hi if hi != math.inf and hi < 0 else 0)
-        texts = [
-            json.dumps(value),
-            json.dumps(int(fallback) if self.slot.kind is SlotKind.INTEGER else fallback),
+        wrote = float(match.group()) if match else 0.0
+        bounds = [
+            b
+            for b in (schema.get(k) for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"))
+            if isinstance(b, int | float) and not isinstance(b, bool)
         ]
-        return [t.removesuffix(".0") if self.slot.kind is SlotKind.INTEGER else t for t in texts]
+        lo, hi = min(bounds, default=-math.inf), max(bounds, default=math.inf)
+        near = [min(max(wrote, lo), hi)]
+        for b in bounds:
+            near += [b, b + 1, b - 1, b + 0.5, b - 0.5]
+        if len(bounds) >= 2:
+            near.append((lo + hi) / 2)
+        near.append(0)
+        step = schema.get("multipleOf")
+        if step:
+            near = [m for v in near for m in (math.floor(v / step) * step, math.ceil(v / step) * step)]
+        texts = []
+        for v in sorted(dict.fromkeys(near), key=lambda v: abs(v - wrote)):
+            if integer:
+                if v != int(v):
+                    continue
+                texts.append(str(int(v)))
+            else:
+                texts.append(json.dumps(int(v) if v == int(v) and abs(v) < 2**53 else float(v)))
+        return texts
 
 
 def plan_slot(slot: Slot, start: int, vocab: Vocabulary, max_string_tokens: int) -> SlotPlan:

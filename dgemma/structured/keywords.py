@@ -1,0 +1,48 @@
+"""Keyword tables shared by normalization, layout and validation."""
+
+from __future__ import annotations
+
+# annotations: kept once when schemas are merged, never a conflict
+ANNOTATIONS = frozenset(
+    {
+        "title",
+        "description",
+        "default",
+        "examples",
+        "$schema",
+        "$id",
+        "$anchor",
+        "$comment",
+        "deprecated",
+        "readOnly",
+        "writeOnly",
+        "markdownDescription",
+        "deprecationMessage",
+        "enumDescriptions",
+        "markdownEnumDescriptions",
+        "discriminator",
+        "fileMatch",
+        "allowComments",
+        "allowTrailingCommas",
+        "id",  # draft 3 / 4 spelling of $id
+        "$dynamicAnchor",
+        "$recursiveAnchor",
+        "$vocabulary",
+    }
+)
+# keywords that only apply to values of one type (dropped when another type is laid out)
+TYPE_KEYWORDS = {
+    "object": {
+        "properties",
+        "required",
+        "additionalProperties",
+        "patternProperties",
+        "minProperties",
+        "maxProperties",
+        "propertyNames",
+    },
+    "array": {"items", "prefixItems", "minItems", "maxItems", "uniqueItems", "contains", "additionalItems"},
+    "string": {"minLength", "maxLength", "pattern", "format"},
+    "number": {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"},
+}
+TYPE_KEYWORDS["integer"] = TYPE_KEYWORDS["number"]

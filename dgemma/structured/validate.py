@@ -1,0 +1,110 @@
+"""Checking a value against a normalized schema (what the layout compiled): the final check of
+every structured output, and the slot checks of numbers. Mirrors the keywords schema.py lays out."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from dgemma.structured import patterns
+from dgemma.structured.keywords import TYPE_KEYWORDS
+
+
+def inferred_type(schema: dict) -> str | None:
+    """The type a schema without `type` describes when all its keywords belong to one type (e.g.
+    only `properties` / `required`: an object); None when there is no such hint."""
+    kinds = {k for k, words in TYPE_KEYWORDS.items() if words & set(schema)} - {"integer"}
+    return kinds.pop() if len(kinds) == 1 else None
+
+
+def is_type(value: Any, kind: str) -> bool:
+    checks = {
+        "string": lambda v: isinstance(v, str),
+        "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+        "boolean": lambda v: isinstance(v, bool),
+        "null": lambda v: v is None,
+    }
+    return kind in checks and checks[kind](value)
+
+
+def validate(value: Any, schema: dict, path: str = "$") -> list[str]:
+    """Problems of `value` against a supported (normalized) schema (empty: valid)."""
+    if "const" in schema:
+        return [] if _same(value, schema["const"]) else [f"{path}: must equal {schema['const']!r}"]
+    if "enum" in schema:
+        return [] if any(_same(value, v) for v in schema["enum"]) else [f"{path}: not one of the enum values"]
+    kind = schema.get("type") or inferred_type(schema)
+    if kind is None:
+        return []
+    if not is_type(value, kind) and not (kind == "object" and isinstance(value, dict)):
+        if not (kind == "array" and isinstance(value, list)):
+            return [f"{path}: expected {kind}"]
+    if kind == "object":
+        return _validate_object(value, schema, path)
+    problems: list[str] = []
+    if kind == "array":
+        if len(value) < schema.get("minItems", 0) or len(value) > schema.get("maxItems", math.inf):
+            problems.append(f"{path}: {len(value)} items outside the bounds")
+        if schema.get("uniqueItems") and len({json.dumps(v, sort_keys=True) for v in value}) < len(value):
+            problems.append(f"{path}: items repeat")
+        for i, v in enumerate(value):
+            problems += validate(v, schema["items"], f"{path}[{i}]")
+    elif kind == "string":
+        if not schema.get("minLength", 0) <= len(value) <= schema.get("maxLength", math.inf):
+            problems.append(f"{path}: length {len(value)} outside the bounds")
+        if "pattern" in schema and not patterns.matches(schema["pattern"], value):
+            problems.append(f"{path}: does not match the pattern")
+    elif kind in ("integer", "number"):
+        if not number_ok(value, schema):
+            problems.append(f"{path}: {value} outside the bounds")
+    return problems
+
+
+def number_ok(value: float, schema: dict) -> bool:
+    """`minimum`, `maximum`, exclusive bounds (draft 6 numbers or draft 4 booleans), `multipleOf`."""
+    lo, hi = schema.get("minimum", -math.inf), schema.get("maximum", math.inf)
+    xlo, xhi = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
+    if xlo is True:
+        xlo, lo = lo, -math.inf
+    if xhi is True:
+        xhi, hi = hi, math.inf
+    if not lo <= value <= hi:
+        return False
+    if isinstance(xlo, int | float) and not isinstance(xlo, bool) and not value > xlo:
+        return False
+    if isinstance(xhi, int | float) and not isinstance(xhi, bool) and not value < xhi:
+        return False
+    step = schema.get("multipleOf")
+    return step is None or (value == int(value) and int(value) % int(step) == 0)
+
+
+def _validate_object(value: dict, schema: dict, path: str) -> list[str]:
+    props = schema.get("properties", {})
+    keyed = schema.get("patternProperties", {})
+    extra = schema.get("additionalProperties", schema.get("unevaluatedProperties", True))
+    problems = [f"{path}: missing {r!r}" for r in schema.get("required", []) if r not in value]
+    if not schema.get("minProperties", 0) <= len(value) <= schema.get("maxProperties", math.inf):
+        problems.append(f"{path}: {len(value)} properties outside the bounds")
+    for word in ("dependentRequired", "dependencies"):
+        for key, needs in schema.get(word, {}).items():
+            needs = [needs] if isinstance(needs, str) else needs
+            if key in value and isinstance(needs, list):
+                problems += [f"{path}: {key!r} needs {n!r}" for n in needs if n not in value]
+    for k, v in value.items():
+        matched = [p for p in keyed if patterns.matches(p, k)]
+        if k in props:
+            problems += validate(v, props[k], f"{path}.{k}")
+        for p in matched:
+            problems += validate(v, keyed[p], f"{path}.{k}") if isinstance(keyed[p], dict) else []
+        if k not in props and not matched:
+            if extra is False:
+                problems.append(f"{path}: unexpected {k!r}")
+            elif isinstance(extra, dict):
+                problems += validate(v, extra, f"{path}.{k}")
+    return problems
+
+
+def _same(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and a == b if isinstance(a, bool) or isinstance(b, bool) else a == b
