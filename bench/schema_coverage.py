@@ -1,7 +1,8 @@
 """Structured-output coverage on schemas nobody on the project wrote: which ones compile, and the
 keyword each refusal names. Prints a table and a summary.
 
-    .venv/bin/python bench/schema_coverage.py
+    .venv/bin/python bench/schema_coverage.py             # dgemma only
+    .venv/bin/python bench/schema_coverage.py --compare   # and llguidance (pip install llguidance)
 
 Sources: the SchemaStore schemas vendored by `check-jsonschema` (PyPI), the JSON Schema
 meta-schemas in `jsonschema-specifications` (PyPI), and schemas pydantic generates for ordinary
@@ -10,6 +11,7 @@ models (tests/test_structured_clients.py's models).
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import time
@@ -22,7 +24,22 @@ from dgemma.structured.schema import compile_schema  # noqa: E402
 from tests.schema_sources import sources  # noqa: E402
 
 
+def llguidance_verdict(schema: dict) -> tuple[str, float]:
+    """llguidance's JSON-schema grammar compilation on the same schema (optional: installed by hand)."""
+    import llguidance
+
+    start = time.perf_counter()
+    try:
+        grammar = llguidance.JsonCompiler().compile(json.dumps(schema))
+        problem = llguidance.LLMatcher.validate_grammar(grammar)
+        verdict = "accepted" if not problem else "refused"
+    except Exception:  # its compile raises ValueError / RuntimeError on unsupported keywords
+        verdict = "refused"
+    return verdict, time.perf_counter() - start
+
+
 def main() -> None:
+    compare = "--compare" in sys.argv
     rows = []
     for source, schemas in sources().items():
         for name, schema in schemas:
@@ -33,14 +50,27 @@ def main() -> None:
             except (ValueError, RecursionError) as err:
                 found = re.search(r"'([^']+)'|`([^`]+)`", str(err))
                 verdict = "refused: " + (next(g for g in found.groups() if g) if found else str(err)[:40])
-            rows.append((source, name, verdict, time.perf_counter() - start))
+            seconds = time.perf_counter() - start
+            other = llguidance_verdict(schema) if compare else None
+            rows.append((source, name, verdict, seconds, other))
+    print(
+        "| source | schemas | dgemma accepted | dgemma compile median / max (ms) |"
+        + (" llguidance accepted | llguidance median / max (ms) |" if compare else "")
+    )
+    print("| --- | --- | --- | --- |" + (" --- | --- |" if compare else ""))
     for source in dict.fromkeys(r[0] for r in rows):
         mine = [r for r in rows if r[0] == source]
         ok = sum(r[2] == "accepted" for r in mine)
-        print(f"{source}: {ok} of {len(mine)} accepted")
-        reasons = Counter(r[2] for r in mine if r[2] != "accepted")
+        times = sorted(r[3] * 1000 for r in mine)
+        line = f"| {source} | {len(mine)} | {ok} | {times[len(times) // 2]:.1f} / {times[-1]:.0f} |"
+        if compare:
+            theirs = sorted(r[4][1] * 1000 for r in mine)
+            line += f" {sum(r[4][0] == 'accepted' for r in mine)} | {theirs[len(theirs) // 2]:.1f} / {theirs[-1]:.0f} |"
+        print(line)
+    for source in dict.fromkeys(r[0] for r in rows):
+        reasons = Counter(r[2] for r in rows if r[0] == source and r[2] != "accepted")
         for reason, n in reasons.most_common(8):
-            print(f"    {n:3d}  {reason}")
+            print(f"    {source}: {n} {reason}")
 
 
 if __name__ == "__main__":

@@ -102,7 +102,7 @@ def test_required_with_one_tool_and_streaming(server):
         ({"tools": [{"type": "function", "function": {"name": "bad name!"}}], "tool_choice": "required"}, "tools"),
         ({"tools": [WEATHER, WEATHER], "tool_choice": FORCE}, "tools"),
         ({"tools": [WEATHER], "tool_choice": FORCE, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "integer"}}}}, "response_format"),
-        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "string", "pattern": "a"}}}], "tool_choice": "required"}, "tools"),
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "string", "pattern": "(a)\\1"}}}], "tool_choice": "required"}, "tools"),
         ({"tools": [WEATHER], "tool_choice": FORCE, "parallel_tool_calls": "yes"}, "parallel_tool_calls"),
     ],
 )  # fmt: skip

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from dgemma.structured.normalize import MAX_REF_DEPTH, normalize
 from dgemma.structured.schema import compile_schema
-from tests.pydantic_models import MODELS, Flags, Order, Pair, Tree, User, schema_of
+from tests.pydantic_models import MODELS, Tree, schema_of
 
 S = {"type": "string", "maxLength": 4}
 
@@ -75,8 +75,13 @@ def test_normalize_narrows_and_bounds_recursion():
         normalize({"allOf": [{"type": "string"}, {"type": "integer"}]})
 
 
-def test_openai_sdk_parse_with_pydantic_models_against_the_server(model):
-    """`client.chat.completions.parse(response_format=Model)` as users call it: a parsed object every time."""
+@pytest.mark.parametrize(
+    "seeds", [(0,), pytest.param((1, 2), marks=pytest.mark.slow)], ids=["seed0", "seeds1-2"]
+)
+def test_openai_sdk_parse_with_pydantic_models_against_the_server(model, seeds):
+    """`client.chat.completions.parse(response_format=Model)` as users call it, for every model of
+    the development set (the SDK sends its strict form: every field required): a parsed object
+    every time."""
     from openai import OpenAI
 
     from dgemma.server.app import ServerSettings
@@ -84,14 +89,14 @@ def test_openai_sdk_parse_with_pydantic_models_against_the_server(model):
 
     with running_server(model, ServerSettings(port=0, model_name="tiny")) as (url, _):
         client = OpenAI(base_url=f"{url}/v1", api_key="unused")
-        for m in (User, Order, Flags, Pair):
-            for seed in range(2):
+        for m in [m for m in MODELS if isinstance(m, type) and issubclass(m, BaseModel)]:
+            for seed in seeds:
                 out = client.chat.completions.parse(
                     model="tiny",
                     messages=[{"role": "user", "content": "fill it in"}],
                     response_format=m,
                     seed=seed,
-                    extra_body={"max_denoising_steps": 4},
+                    extra_body={"max_denoising_steps": 2},
                 )
                 parsed = out.choices[0].message.parsed
                 assert isinstance(parsed, m), out.choices[0].message.content
@@ -117,3 +122,24 @@ def test_date_time_and_uuid_formats_validate_with_a_format_checker(model):
         Event.model_validate(value)
     with pytest.raises(ValueError, match="'format' value 'json-pointer'"):
         compile_schema({"type": "string", "format": "json-pointer"})
+
+
+def test_langchain_with_structured_output_against_the_server(model):
+    """LangChain's `ChatOpenAI(...).with_structured_output(Model)` (its json_schema method) against
+    `dgemma serve`: an instance of the model for every model of the development set."""
+    from langchain_openai import ChatOpenAI
+
+    from dgemma.server.app import ServerSettings
+    from dgemma.server.launch import running_server
+
+    with running_server(model, ServerSettings(port=0, model_name="tiny")) as (url, _):
+        llm = ChatOpenAI(
+            model="tiny",
+            base_url=f"{url}/v1",
+            api_key="unused",
+            max_retries=0,
+            seed=0,
+            extra_body={"max_denoising_steps": 2},
+        )
+        for m in [m for m in MODELS if isinstance(m, type) and issubclass(m, BaseModel)]:
+            assert isinstance(llm.with_structured_output(m).invoke("fill it in"), m)

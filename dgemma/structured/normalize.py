@@ -15,8 +15,10 @@ config schemas (SchemaStore, meta-schemas, OpenAPI) send work:
   `type`, `const`/`enum`, a `required` key it never writes, a discriminator `const`); a `oneOf`
   where no branch can be told apart that way is refused;
 - optional properties whose schema cannot be laid out (an unsupported keyword, a recursion past
-  the bound, or past `OPTIONAL_NODES` schema nodes of optional structure) are left out, and listed
-  in `Normalized.omitted`.
+  the bound, or past `OPTIONAL_NODES` schema nodes of optional structure) are left out, and an
+  array whose items cannot be laid out is empty where `minItems` allows; both are listed in
+  `Normalized.omitted`; a recursive list (items a `$ref` being expanded) holds at most one item
+  below its first level, none below the second, beyond `minItems`.
 
 The result only narrows the client's schema: every value valid against it is valid against the
 original. Anything still unsupported is refused, naming the keyword and its JSON path.
@@ -134,7 +136,22 @@ def _walk(node: Any, ctx: _Context, path: str, stack: tuple[str, ...]) -> Any:
     if isinstance(node.get("properties"), dict):
         out["properties"] = _properties(node, ctx, path, stack)
     if isinstance(node.get("items"), dict):
-        out["items"] = _walk(node["items"], ctx, f"{path}[]", stack)
+        ref = node["items"].get("$ref")
+        if isinstance(ref, str) and ref in stack:  # a recursive list: short below the first level
+            low = node.get("minItems", 0) if isinstance(node.get("minItems"), int) else 0
+            cap = max(low, 1 if stack.count(ref) == 1 else 0)
+            out["maxItems"] = min(cap, node["maxItems"]) if isinstance(node.get("maxItems"), int) else cap
+        before = ctx.budget
+        try:
+            out["items"] = _walk(node["items"], ctx, f"{path}[]", stack)
+        except TooComplex:
+            raise
+        except ValueError as err:  # items that cannot be laid out: an empty array, where allowed
+            if node.get("minItems", 0) not in (0, None):
+                raise
+            ctx.budget = before
+            out["maxItems"] = 0
+            ctx.omitted.append(f"{path}[]: {_reason(err)}")
     needs = node.get("minProperties", 0)
     if isinstance(needs, int) and needs > len(out.get("properties", {})):  # extra keys get written
         if isinstance(node.get("patternProperties"), dict):
