@@ -141,3 +141,18 @@ def test_infill_and_edit_commands(checkpoint):
     assert proc.stdout.startswith("The ") and proc.stdout.endswith(" brown fox.\n")
     one_line_error(run("edit", "--model", d, "--text", "abc", "--start", "2", "--end", "1"), "start")
     one_line_error(run("infill", "--model", d, "--prefix", "a", "--suffix", "b", "--length", "x"), "--length")
+
+
+def test_fully_clamped_canvases_cost_no_denoising_steps(model):
+    """A canvas whose kept positions are all clamped is committed as it is: no decoder pass (a
+    structured-output round renoising one slot pays only for the canvases that slot touches)."""
+    C = model.config.canvas_length
+    fixed = {p: 7 + p % 5 for p in range(2 * C)}  # canvases 0 and 1 clamped, canvas 2 free
+    req = Request([3, 4, 5], 3 * C, SAMPLER, 0, (), fixed=fixed)
+    (completion,) = [e for e in run_diffusion(model.model, [req]) if hasattr(e, "completions")][0].completions
+    assert completion.token_ids[: 2 * C] == [fixed[p] for p in range(2 * C)]
+    assert completion.stats.steps_per_canvas[:2] == [0, 0] and completion.stats.steps_per_canvas[2] >= 1
+    assert completion.stats.decoder_passes == completion.stats.steps_per_canvas[2]
+    short = Request([3, 4, 5], C // 2, SAMPLER, 0, (), fixed={p: 9 for p in range(C // 2)})  # the rest is cut
+    (done,) = [e for e in run_diffusion(model.model, [short]) if hasattr(e, "completions")]
+    assert done.completions[0].token_ids == [9] * (C // 2) and done.completions[0].stats.decoder_passes == 0

@@ -135,7 +135,7 @@ BAD = [
     (
         "POST",
         CHAT,
-        chat(response_format=SCHEMA_FMT({"type": "string", "pattern": "a"})),
+        chat(response_format=SCHEMA_FMT({"type": "string", "pattern": "(a)\\1"})),
         400,
         "response_format",
     ),

@@ -191,6 +191,8 @@ class DiffusionEngine:
             row.stats.encoder_passes += 1
             row.pending, row.phase = None, Phase.COMMIT
             self._guarded(row, events, self._start_canvas, row)
+            if row.id in self._rows and not row.denoising:  # every kept position clamped: nothing to denoise
+                self._guarded(row, events, self._commit, row, events)
 
     def _start_canvas(self, row: _Row) -> None:
         config, device = self.model.config, self.model.device
@@ -204,6 +206,9 @@ class DiffusionEngine:
             (row.request.sampler.stability_threshold, C), -1, dtype=torch.long, device=device
         )
         row.soft, row.step, row.denoising = None, 0, True
+        room = min(C, row.request.max_new_tokens - len(row.tokens))
+        if row.constraint is not None and bool(row.constraint.fixed[:room].all()):
+            row.denoising, row.entropy = False, 0.0
 
     def _denoise(self, rows: list[_Row], events: list[Event]) -> None:
         """One decoder pass over the rows still denoising, then one sampler step per row."""

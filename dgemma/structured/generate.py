@@ -38,6 +38,8 @@ class JsonPlan:
 
 
 MAX_LAYOUT_TOKENS = 8192  # literal and slot tokens of one schema's layout
+PLAN_CACHE = 64
+_PLANS: dict[tuple, JsonPlan] = {}
 
 
 def plan_json(
@@ -47,7 +49,27 @@ def plan_json(
     eos_token_ids: tuple[int, ...],
     max_string_tokens: int = DEFAULT_STRING_TOKENS,
 ) -> JsonPlan:
-    """Lay `schema` out as tokens; ValueError for unsupported schemas or tokenizers without a filler."""
+    """Lay `schema` out as tokens; ValueError for unsupported schemas or tokenizers without a filler.
+    Plans are kept (the last PLAN_CACHE distinct schemas per tokenizer): a client sending the same
+    schema with every request pays for normalizing and compiling it once."""
+    try:
+        key = (json.dumps(schema, sort_keys=True), id(codec), filler, tuple(eos_token_ids), max_string_tokens)
+    except (TypeError, ValueError):  # not JSON (compile_schema names the problem)
+        key = None
+    if key is not None and key in _PLANS and _PLANS[key].vocab.codec is codec:  # ids can be reused
+        _PLANS[key] = _PLANS.pop(key)  # most recently used last
+        return _PLANS[key]
+    plan = _plan_json(schema, codec, filler, eos_token_ids, max_string_tokens)
+    if key is not None:
+        _PLANS[key] = plan
+        while len(_PLANS) > PLAN_CACHE:
+            _PLANS.pop(next(iter(_PLANS)))
+    return plan
+
+
+def _plan_json(
+    schema: Any, codec: TextCodec, filler: int | None, eos_token_ids: tuple[int, ...], max_string_tokens: int
+) -> JsonPlan:
     layout = compile_schema(schema)
     if filler is None or filler in eos_token_ids or codec.decode([filler]) != "":
         raise ValueError(

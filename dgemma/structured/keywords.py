@@ -40,9 +40,23 @@ TYPE_KEYWORDS = {
         "minProperties",
         "maxProperties",
         "propertyNames",
+        "dependencies",
+        "dependentRequired",
+        "dependentSchemas",
+        "unevaluatedProperties",
     },
     "array": {"items", "prefixItems", "minItems", "maxItems", "uniqueItems", "contains", "additionalItems"},
     "string": {"minLength", "maxLength", "pattern", "format"},
     "number": {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"},
 }
 TYPE_KEYWORDS["integer"] = TYPE_KEYWORDS["number"]
+# keywords the layout honours, by type (schema.py; anything else is refused, naming it)
+SUPPORTED = {
+    "object": {"type"} | TYPE_KEYWORDS["object"] - {"propertyNames"},
+    "array": {"type", "items", "minItems", "maxItems", "uniqueItems"},
+    "string": {"type"} | TYPE_KEYWORDS["string"],
+    "integer": {"type"} | TYPE_KEYWORDS["integer"],
+    "number": {"type"} | TYPE_KEYWORDS["number"] - {"multipleOf"},
+    "boolean": {"type"},
+    "null": {"type"},
+}

@@ -29,32 +29,11 @@ from typing import Any
 from dgemma.structured import patterns
 from dgemma.structured.bounds import MAX_ABS_NUMBER, bounds, finite, number_bounds
 from dgemma.structured.formats import FORMATS
-from dgemma.structured.keywords import ANNOTATIONS
+from dgemma.structured.keywords import ANNOTATIONS, SUPPORTED
 from dgemma.structured.normalize import normalize
 from dgemma.structured.validate import inferred_type, is_type
 
-NUMBER_KEYWORDS = {"type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
-BY_TYPE = {
-    "object": {
-        "type",
-        "properties",
-        "required",
-        "additionalProperties",
-        "patternProperties",
-        "minProperties",
-        "maxProperties",
-        "dependencies",
-        "dependentRequired",
-        "dependentSchemas",
-        "unevaluatedProperties",
-    },
-    "array": {"type", "items", "minItems", "maxItems", "uniqueItems"},
-    "string": {"type", "minLength", "maxLength", "format", "pattern"},
-    "integer": NUMBER_KEYWORDS | {"multipleOf"},
-    "number": NUMBER_KEYWORDS,
-    "boolean": {"type"},
-    "null": {"type"},
-}
+BY_TYPE = SUPPORTED
 DEFAULT_ITEMS = 3
 # Sizes are bounded before anything is expanded, so no schema a client sends can take long to
 # compile or lay out more than a few canvases of structure.
