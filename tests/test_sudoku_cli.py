@@ -180,8 +180,8 @@ def test_bundled_model_runs_the_demo_with_no_model_argument():
 @pytest.mark.slow  # over 10 s on the 2-core machine; CI runs it (./scripts/test --all)
 def test_shipped_model_keeps_its_measured_solve_rate_on_100_fixed_puzzles():
     """A gate on the bundled model: the first 100 held-out puzzles of the new generator (22-35
-    givens), default solver (givens clamped). It measured 10 of 100 (blank cells 64% right) when
-    shipped (docs/sudoku.md);
+    givens), default solver (givens clamped). It measured 16 of 100 (blank cells 67.6% right) when
+    shipped (run v2, step 5,500; docs/sudoku.md);
     the gate leaves room for float rounding across CPUs and fails on a model that lost it."""
     import dgemma
     from dgemma.apps.sudoku import bundled_model, evaluate
@@ -189,7 +189,7 @@ def test_shipped_model_keeps_its_measured_solve_rate_on_100_fixed_puzzles():
 
     report = evaluate(dgemma.load(bundled_model()), sudoku.heldout_puzzles(100))
     assert report["solve_rate"] >= GATE, report
-    assert report["blank_cell_accuracy"] >= 0.6, report
+    assert report["blank_cell_accuracy"] >= 0.62, report
 
 
-GATE = 0.05
+GATE = 0.10
