@@ -12,15 +12,19 @@ from pydantic import BaseModel
 
 from dgemma.structured.normalize import MAX_REF_DEPTH, normalize
 from dgemma.structured.schema import compile_schema
-from tests.pydantic_models import MODELS, Tree, schema_of
+from tests.pydantic_models import MODELS, Order, Pair, Tree, User, schema_of
 
 S = {"type": "string", "maxLength": 4}
 
 
+SEEDS = [(0,), pytest.param((1, 2), marks=pytest.mark.slow)]  # the default run: one seed; CI: three
+
+
+@pytest.mark.parametrize("seeds", SEEDS, ids=["seed0", "seeds1-2"])
 @pytest.mark.parametrize("m", MODELS, ids=[m.__name__ for m in MODELS])
-def test_pydantic_schemas_compile_and_every_output_validates(model, m):
+def test_pydantic_schemas_compile_and_every_output_validates(model, m, seeds):
     schema = schema_of(m)
-    for seed in range(3):
+    for seed in seeds:
         out = model.generate("x", json_schema=schema, seed=seed, max_denoising_steps=4)
         value = json.loads(out.texts[0])
         jsonschema.validate(value, schema)  # against the client's schema, not our normalized one
@@ -75,11 +79,14 @@ def test_normalize_narrows_and_bounds_recursion():
         normalize({"allOf": [{"type": "string"}, {"type": "integer"}]})
 
 
+FEW = (User, Order, Pair)  # the default run; CI's run takes every model of the development set
+
+
 @pytest.mark.parametrize(
-    "seeds", [(0,), pytest.param((1, 2), marks=pytest.mark.slow)], ids=["seed0", "seeds1-2"]
+    "seeds,every", [((0,), False), pytest.param((0, 1, 2), True, marks=pytest.mark.slow)], ids=["few", "all"]
 )
-def test_openai_sdk_parse_with_pydantic_models_against_the_server(model, seeds):
-    """`client.chat.completions.parse(response_format=Model)` as users call it, for every model of
+def test_openai_sdk_parse_with_pydantic_models_against_the_server(model, seeds, every):
+    """`client.chat.completions.parse(response_format=Model)` as users call it, for the models of
     the development set (the SDK sends its strict form: every field required): a parsed object
     every time."""
     from openai import OpenAI
@@ -89,7 +96,7 @@ def test_openai_sdk_parse_with_pydantic_models_against_the_server(model, seeds):
 
     with running_server(model, ServerSettings(port=0, model_name="tiny")) as (url, _):
         client = OpenAI(base_url=f"{url}/v1", api_key="unused")
-        for m in [m for m in MODELS if isinstance(m, type) and issubclass(m, BaseModel)]:
+        for m in [m for m in MODELS if isinstance(m, type) and issubclass(m, BaseModel)] if every else FEW:
             for seed in seeds:
                 out = client.chat.completions.parse(
                     model="tiny",
@@ -124,6 +131,7 @@ def test_date_time_and_uuid_formats_validate_with_a_format_checker(model):
         compile_schema({"type": "string", "format": "json-pointer"})
 
 
+@pytest.mark.slow  # 16 s on the 2-core machine; CI runs it (./scripts/test --all)
 def test_langchain_with_structured_output_against_the_server(model):
     """LangChain's `ChatOpenAI(...).with_structured_output(Model)` (its json_schema method) against
     `dgemma serve`: an instance of the model for every model of the development set."""
