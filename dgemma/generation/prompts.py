@@ -156,7 +156,7 @@ class RequestBuilder:
     ) -> list[Request]:
         """`n` requests per prompt, prompt-major (request k = p * n + i takes the k-th seed)."""
         settings = sampler_for(self.sampler, temperature, sampler)
-        ar_temperature = check_temperature(temperature) or 0.0
+        ar_temperature = 0.0 if temperature is None else float(temperature)  # checked by sampler_for
         if max_new_tokens is not None and (
             isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1
         ):

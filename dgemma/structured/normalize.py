@@ -27,11 +27,11 @@ original. Anything still unsupported is refused, naming the keyword and its JSON
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dgemma.structured import patterns
 from dgemma.structured.exclusion import as_list, excludes
 from dgemma.structured.keywords import ANNOTATIONS, TYPE_KEYWORDS
 from dgemma.structured.refs import pointer
@@ -132,6 +132,12 @@ def _walk(node: Any, ctx: _Context, path: str, stack: tuple[str, ...]) -> Any:
         return _choose_branch(_type_branches(node, path), "anyOf", ctx, path, stack)
     if node.get("nullable") is True:  # OpenAPI style: a present value of the type is valid
         node = {k: v for k, v in node.items() if k != "nullable"}
+    keyed = node.get("patternProperties")
+    for pattern in keyed if isinstance(keyed, dict) else {}:  # every key pattern is a regular expression
+        try:
+            patterns.compiled(pattern)
+        except ValueError as err:
+            raise ValueError(f"json_schema at {path}.patternProperties: {err}") from None
     out = dict(node)
     if isinstance(node.get("properties"), dict):
         out["properties"] = _properties(node, ctx, path, stack)
@@ -173,7 +179,7 @@ def _properties(node: dict, ctx: _Context, path: str, stack: tuple[str, ...]) ->
     for key, sub in node["properties"].items():
         where = f"{path}.{key}"
         for pattern, also in keyed.items():  # a declared key a pattern matches must satisfy both
-            if isinstance(sub, dict) and isinstance(also, dict) and _search(pattern, key):
+            if isinstance(sub, dict) and isinstance(also, dict) and patterns.matches(pattern, key):
                 sub = _merge(sub, also, where)
         if key in required:
             out[key] = _walk(sub, ctx, where, stack)
@@ -199,15 +205,6 @@ def _properties(node: dict, ctx: _Context, path: str, stack: tuple[str, ...]) ->
         ctx.optional -= used
         out[key] = value
     return out
-
-
-def _search(pattern: str, key: str) -> bool:
-    try:
-        return re.search(pattern, key) is not None
-    except (re.error, TypeError):
-        raise ValueError(
-            f"`patternProperties` key {str(pattern)[:60]!r} is not a regular expression"
-        ) from None
 
 
 def _reason(err: ValueError) -> str:

@@ -205,11 +205,6 @@ def _object(schema: dict, path: str, out: Layout, depth: int) -> None:
     keyed = schema.get("patternProperties", {})
     if not isinstance(keyed, dict):
         raise ValueError(f"json_schema at {path}: `patternProperties` must be an object")
-    for pattern in keyed:  # declared keys a pattern matches were merged with it (normalize.py)
-        try:
-            patterns.compiled(pattern)
-        except ValueError as err:
-            raise ValueError(f"json_schema at {path}.patternProperties: {err}") from None
     lo, hi = bounds(schema, path, "minProperties", "maxProperties", integer=True, limit=MAX_PROPERTIES)
     keys = list(props)
     props = dict(props)
