@@ -112,12 +112,31 @@ class Router(nn.Module):
         return weights * self.per_expert_scale[ids], ids
 
 
-# Small expert banks run every expert on every token in one batched GEMM pair: below this many
-# multiply-adds per canvas (canvas length x all experts' cost per token) that beats dispatching
-# tokens expert by expert, whose per-expert launches cost more than the wasted math. The choice
-# depends on the model alone, never on the batch, so a row's numerics do not depend on its
-# batch-mates. Training (autograd on) always dispatches: its token counts are large.
+# Where `torch._grouped_mm` is not available (CUDA float32, older GPUs), small expert banks run
+# every expert on every token in one batched GEMM pair: below this many multiply-adds per canvas
+# (canvas length x all experts' cost per token) that beats dispatching tokens expert by expert,
+# whose per-expert launches cost more than the wasted math. The choice depends on the model alone,
+# never on the batch. Training (autograd on) always dispatches: its token counts are large.
 DENSE_EXPERTS_MAX_MACS_PER_CANVAS = 12_000_000
+
+
+def grouped_mm_supported(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether `torch._grouped_mm` runs these operands: the eager CPU kernel takes any float dtype;
+    the CUDA kernel and torch.compile's lowering bfloat16 only (CUDA: compute capability 9.0+, rows
+    16-byte aligned)."""
+    if not hasattr(torch, "_grouped_mm"):
+        return False
+    if torch.compiler.is_compiling() and x.dtype != torch.bfloat16:
+        return False
+    if x.device.type == "cpu":
+        return True
+    if x.device.type != "cuda" or x.dtype != torch.bfloat16 or weight.dtype != torch.bfloat16:
+        return False
+    return (
+        torch.cuda.get_device_capability(x.device)[0] >= 9
+        and weight.shape[-1] % 8 == 0
+        and weight.shape[-2] % 8 == 0
+    )
 
 
 class Experts(nn.Module):
@@ -133,6 +152,8 @@ class Experts(nn.Module):
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """x (N, H), weights/ids (N, K) -> (N, H)."""
+        if grouped_mm_supported(x, self.gate_up_proj):
+            return self._sorted(x, weights, ids)
         if self.dense_inference and not torch.is_grad_enabled():
             return self._dense(x, weights, ids)
         return self._grouped(x, weights, ids)
@@ -144,6 +165,23 @@ class Experts(nn.Module):
         dense_w = torch.zeros(x.shape[0], self.gate_up_proj.shape[0], dtype=weights.dtype, device=x.device)
         dense_w.scatter_(1, ids, weights)  # (N, E) float32
         return torch.einsum("ne,enh->nh", dense_w, y.float()).to(x.dtype)
+
+    def _sorted(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Assignments sorted by expert, one grouped GEMM pair over all experts, no host sync.
+
+        The per-expert offsets stay on the device; each token's k results are put back in top-k
+        order and summed there (float32)."""
+        N, K = ids.shape
+        flat_ids = ids.reshape(-1)
+        order = torch.argsort(flat_ids, stable=True)
+        offsets = torch.bincount(flat_ids, minlength=self.gate_up_proj.shape[0]).cumsum(0).to(torch.int32)
+        gate, up = torch._grouped_mm(x[order // K], self.gate_up_proj.transpose(1, 2), offs=offsets).chunk(
+            2, -1
+        )
+        h = torch._grouped_mm(self.act(gate) * up, self.down_proj.transpose(1, 2), offs=offsets)
+        per_assignment = torch.empty_like(h, dtype=torch.float32).index_copy_(0, order, h.float())
+        out = (per_assignment.view(N, K, -1) * weights.unsqueeze(-1)).sum(dim=1)
+        return out.to(x.dtype)
 
     def _grouped(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Tokens grouped by expert, one GEMM pair per expert hit, summed in ascending expert order."""
