@@ -15,8 +15,13 @@ from dgemma.engine.diffusion import run_diffusion
 from dgemma.engine.events import CommitEvent, DoneEvent, DraftEvent
 from dgemma.engine.request import Request
 
-SAMPLER = dict(
-    max_denoising_steps=16, t_min=0.4, t_max=0.8, stability_threshold=1, confidence_threshold=0.005
+SAMPLER = dict(  # reference draws: the same tokens as transformers for the same seed
+    max_denoising_steps=16,
+    t_min=0.4,
+    t_max=0.8,
+    stability_threshold=1,
+    confidence_threshold=0.005,
+    draw="reference",
 )
 
 

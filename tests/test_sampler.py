@@ -94,8 +94,9 @@ def test_denoise_step_draw_order_matches_reference():
     g = torch.Generator().manual_seed(3)
     logits = _logits(g, batch=1)[0]
     canvas = torch.randint(0, V, (C,), generator=g)
-    sampler = SamplerConfig(max_denoising_steps=8)
-    out = denoise_step(logits, canvas, torch.full((1, C), -1), 8, sampler, torch.Generator().manual_seed(9))
+    sampler = SamplerConfig(max_denoising_steps=8, draw="reference")
+    consumed = logits.clone()  # denoise_step reuses its logits' buffer
+    out = denoise_step(consumed, canvas, torch.full((1, C), -1), 8, sampler, torch.Generator().manual_seed(9))
 
     torch.manual_seed(9)
     processed = logits / 0.8
@@ -107,6 +108,8 @@ def test_denoise_step_draw_order_matches_reference():
     assert out.temperature == pytest.approx(0.8)
     assert torch.equal(out.canvas, renoised)
     assert torch.equal(out.argmax, processed.argmax(-1))
+    assert torch.equal(out.probs, probs)
+    torch.testing.assert_close(out.entropy, token_entropy(processed), rtol=1e-5, atol=1e-5)
 
 
 def test_sampler_config_validation():

@@ -19,6 +19,7 @@ def _meta(help_text: str) -> dict[str, str]:
 MAX_DENOISING_STEPS = 1024
 MIN_TEMPERATURE = 1e-3  # t_max below this rounds logits / t to inf in float32 for ordinary logits
 MAX_TEMPERATURE = 100.0
+DRAWS = ("fast", "reference")
 MAX_THRESHOLD = 1e6  # entropy_bound, confidence_threshold (entropies are at most log(vocab) per token)
 
 
@@ -51,10 +52,19 @@ class SamplerConfig:
     confidence_threshold: float = field(
         default=0.005, metadata=_meta("mean token entropy under which a stable canvas stops")
     )
+    draw: str = field(
+        default="fast",
+        metadata=_meta(
+            "how tokens are drawn: fast (inverse CDF, one uniform per position) or reference "
+            "(torch.multinomial's draws, as transformers makes them: same seed, same tokens)"
+        ),
+    )
 
     def __post_init__(self) -> None:
         _check_int(self, "max_denoising_steps", 1, MAX_DENOISING_STEPS)
         _check_int(self, "stability_threshold", 0, MAX_DENOISING_STEPS)
+        if self.draw not in DRAWS:
+            raise ValueError(f"`draw` must be one of {', '.join(DRAWS)}, got {self.draw!r}"[:200])
         values = {
             n: _finite(n, getattr(self, n))
             for n in ("entropy_bound", "t_min", "t_max", "confidence_threshold")

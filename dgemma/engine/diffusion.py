@@ -245,7 +245,7 @@ class DiffusionEngine:
         row.canvas, row.argmax, row.history = out.canvas, out.argmax, out.history
         free = out.entropy if row.constraint is None else out.entropy[~row.constraint.fixed]
         row.entropy = float(free.mean()) if free.numel() else 0.0
-        row.soft = self.model.soft_embedding(out.processed_logits.to(self.model.dtype))
+        row.soft = self.model.expected_embedding(out.probs)
         row.step += 1
         row.stats.decoder_passes += 1
         if out.stop or row.step >= sampler.max_denoising_steps:

@@ -132,9 +132,12 @@ class DiffusionGemma(nn.Module):
 
     def soft_embedding(self, logits: torch.Tensor) -> torch.Tensor:
         """Expected embedding under softmax(logits): (..., V) -> (..., H), as the reference's decoder."""
+        return self.expected_embedding(logits.softmax(dim=-1, dtype=torch.float32))
+
+    def expected_embedding(self, probs: torch.Tensor) -> torch.Tensor:
+        """probs (..., V) float32 -> (..., H): the sampler's probabilities fed back as they are."""
         w = self.embed_tokens.weight
-        probs = logits.softmax(dim=-1, dtype=torch.float32).to(w.dtype)
-        return (probs @ w) * self._embed_scale()
+        return (probs.to(w.dtype) @ w) * self._embed_scale()
 
     def encode(self, ids: torch.Tensor, store: KVStore, plan: AttentionPlan) -> torch.Tensor:
         """Causal pass over token ids (b, T); writes their keys and values; returns final hidden (b, T, H)."""
@@ -172,8 +175,10 @@ class DiffusionGemma(nn.Module):
         """Tied LM head with the final tanh softcap, in float32: (..., H) -> (..., V)."""
         logits = F.linear(hidden, self.embed_tokens.weight).float()
         cap = self.config.final_logit_softcapping
-        if cap is not None:
+        if cap is not None and torch.is_grad_enabled():  # autograd keeps tanh's output
             logits = torch.tanh(logits / cap) * cap
+        elif cap is not None:  # in place: the same rounding, no copies
+            logits = logits.div_(cap).tanh_().mul_(cap)
         return logits
 
     def rope(

@@ -8,6 +8,7 @@ the logits of its position to that set before anything is sampled, accepted or f
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -24,12 +25,18 @@ class CanvasConstraint:
     def clamp(self, canvas: torch.Tensor) -> torch.Tensor:
         return torch.where(self.fixed, self.tokens, canvas)
 
-    def mask_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        """Logits (C, V) with disallowed tokens at -inf and clamped positions one-hot on their token."""
-        if self.allowed is not None:
-            logits = logits.masked_fill(~self.allowed, float("-inf"))
-        if bool(self.fixed.any()):
-            one_hot = torch.full_like(logits, float("-inf"))
-            one_hot.scatter_(-1, self.tokens[:, None], 0.0)
-            logits = torch.where(self.fixed[:, None], one_hot, logits)
+    @functools.cached_property
+    def disallowed(self) -> torch.Tensor | None:
+        return None if self.allowed is None else ~self.allowed
+
+    def mask_logits_(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits (C, V), in place: disallowed tokens and clamped positions' other tokens set to the
+        lowest float (the entropy's dot product needs them finite; softmax gives them exactly 0).
+        No host sync and no vocabulary-sized temporary."""
+        lowest = torch.finfo(logits.dtype).min
+        if self.disallowed is not None:
+            logits.masked_fill_(self.disallowed, lowest)
+        index = self.tokens.unsqueeze(-1)
+        kept = torch.where(self.fixed.unsqueeze(-1), 0.0, logits.gather(-1, index))
+        logits.masked_fill_(self.fixed.unsqueeze(-1), lowest).scatter_(-1, index, kept)
         return logits

@@ -1,7 +1,11 @@
 """One denoising step of one canvas, composed from the pure functions of this package.
 
 The order of random draws matches the reference's `_denoising_step` for a single row: one
-categorical sample per position, then one canvas of uniform noise, from the row's own generator.
+categorical sample per position, then one canvas of uniform noise, from the row's own generator
+(the categorical sample as torch.multinomial makes it with `draw="reference"`; by inverse CDF, from
+the same distribution, by default).
+The full-vocabulary work is three passes that read the logits (softmax, argmax, a batched dot for
+the entropy) and one that writes the draw's noise over them: no other vocabulary-sized temporaries.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ import torch
 
 from dgemma.config import SamplerConfig
 from dgemma.sampling.constraints import CanvasConstraint
-from dgemma.sampling.entropy_bound import accept_mask, renoise, token_entropy
+from dgemma.sampling.draws import inverse_cdf_draw, reference_draw
+from dgemma.sampling.entropy_bound import accept_mask, entropy_from_probs, renoise
 from dgemma.sampling.schedule import linear_temperature
 from dgemma.sampling.stopping import is_confident, is_stable, push_history
 
@@ -23,7 +28,7 @@ class StepOutput:
     argmax: (
         torch.Tensor
     )  # (C,) the model's current best guess: the draft, and the committed canvas at the end
-    processed_logits: torch.Tensor  # (C, V) temperature-scaled logits: the self-conditioning input
+    probs: torch.Tensor  # (C, V) float32 softmax of the processed logits: the self-conditioning input
     accepted: torch.Tensor  # (C,) bool
     history: torch.Tensor  # (S, C) argmax history after this step
     entropy: torch.Tensor  # (C,) entropy of each position's processed distribution
@@ -42,19 +47,25 @@ def denoise_step(
 ) -> StepOutput:
     """Advance one canvas (C,) given the decoder's raw float32 logits (C, V) for it.
 
-    Without a constraint every draw and decision is the reference's; with one, clamped positions
-    keep their tokens and take no entropy budget, and allowed sets limit what a position can become.
+    `logits` is consumed: its buffer holds the temperature-scaled logits and then the draw's noise,
+    so a row's step needs two full-vocabulary float32 tensors (that one and the probabilities).
+    With `sampler.draw == "reference"` and no constraint every draw is the reference's (the same
+    generator calls on the same probabilities); with a constraint, clamped positions keep their tokens and take no entropy budget, and
+    allowed sets limit what a position can become.
     """
     temperature = linear_temperature(
         steps_remaining, sampler.max_denoising_steps, sampler.t_min, sampler.t_max
     )
-    processed = logits / temperature
+    processed = logits.div_(temperature)
     if constraint is not None:
-        processed = constraint.mask_logits(processed)
+        constraint.mask_logits_(processed)
     probs = torch.softmax(processed, dim=-1, dtype=torch.float32)
-    proposal = torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
     argmax = processed.argmax(dim=-1)
-    entropy = token_entropy(processed)
+    entropy = entropy_from_probs(processed, probs, argmax)
+    if not bool(torch.isfinite(entropy).all()):  # NaN / inf anywhere in a row's logits reach it
+        raise FloatingPointError("the model's logits are not finite (NaN or inf): check the weights")
+    draw = reference_draw if sampler.draw == "reference" else inverse_cdf_draw
+    proposal = draw(probs, processed, generator)  # `processed` is spent from here on
     accepted = accept_mask(entropy, sampler.entropy_bound)
     next_canvas = renoise(torch.where(accepted, proposal, canvas), accepted, logits.shape[-1], generator)
     if constraint is not None:
@@ -64,4 +75,4 @@ def denoise_step(
         stable = is_stable(history, argmax)
         history = push_history(history, argmax)
     stop = stable and is_confident(entropy, sampler.confidence_threshold)
-    return StepOutput(next_canvas, argmax, processed, accepted, history, entropy, float(temperature), stop)
+    return StepOutput(next_canvas, argmax, probs, accepted, history, entropy, float(temperature), stop)
