@@ -32,6 +32,14 @@ def test_train_evaluates_on_held_out_puzzles_as_it_goes(tmp_path):
     assert (tmp_path / "eval.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_train_refuses_an_eval_interval_off_the_checkpoints_before_any_work(tmp_path):
+    proc = run(
+        "sudoku", "train", "--out", str(tmp_path), "--checkpoint-every", "100", "--eval-every", "250", *TINY
+    )
+    one_line_error(proc, "--eval-every must be a multiple of --checkpoint-every")
+    assert not (tmp_path / "run").exists()  # refused before the puzzle pool was generated
+
+
 def test_train_writes_model_metrics_and_plot(trained):
     assert (trained / "model" / "config.json").is_file() and (trained / "model" / "tokenizer.json").is_file()
     metrics = [json.loads(line) for line in (trained / "run" / "metrics.jsonl").read_text().splitlines()]

@@ -102,6 +102,10 @@ class SudokuTrainSpec:
     eval_every: int = 0  # steps between held-out evaluations (0: none); a multiple of checkpoint_every
     eval_n: int = 100
 
+    def __post_init__(self) -> None:  # checked before the pool is generated (minutes of work)
+        if self.eval_every < 0 or self.eval_every % self.train.checkpoint_every:
+            raise ValueError("--eval-every must be a multiple of --checkpoint-every")
+
 
 def training_pool(
     spec: SudokuTrainSpec, progress: Callable[[int], None] | None = None
@@ -146,8 +150,6 @@ def train_sudoku(
 
 def _evaluator(spec: SudokuTrainSpec, model, fmt: SudokuFormat) -> Callable[[int], None]:
     """A checkpoint hook: solve held-out puzzles with the training model, append to eval.jsonl."""
-    if spec.eval_every % spec.train.checkpoint_every:
-        raise ValueError("--eval-every must be a multiple of --checkpoint-every")
     puzzles = sudoku.heldout_puzzles(spec.eval_n)
     path = spec.out_dir / "run" / "eval.jsonl"
     eos = fmt.ids["<eos>"]
