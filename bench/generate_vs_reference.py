@@ -3,10 +3,11 @@
 Both load the same random checkpoint built here and get the same prompt, seed and step budget, with
 no end token, so both run every canvas for every step (a random net never meets the confidence
 stop): the same work on both sides. Runs are interleaved so drifts in machine speed hit all alike.
-It prints median wall times, the ratios, and on how many seeds the tokens were identical (they are,
-unless the random net's self-conditioning loop amplifies rounding: see tests/reference.py).
+It prints median wall times, the ratios, and on how many seeds dgemma with reference draws made
+the reference's tokens (it does, unless the random net's self-conditioning loop amplifies rounding:
+see tests/reference.py). Plain "dgemma" is the default sampler (inverse-CDF draws).
 
-    .venv/bin/python bench/generate_vs_reference.py [--size tiny|small] [--repeats 5]
+    .venv/bin/python bench/generate_vs_reference.py [--size tiny|small|issue|wide] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -27,6 +28,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import dgemma  # noqa: E402
 from tests.reference import build_reference  # noqa: E402
 
+SMALL_TEXT = dict(  # 6 layers, width 128, 8 experts top-2
+    vocab_size=2048,
+    hidden_size=128,
+    intermediate_size=256,
+    num_hidden_layers=6,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=32,
+    global_head_dim=64,
+    num_global_key_value_heads=1,
+    sliding_window=48,
+    layer_types=["sliding_attention", "sliding_attention", "full_attention"] * 2,
+    num_experts=8,
+    top_k_experts=2,
+    moe_intermediate_size=64,
+)
 SIZES = {
     # the parity tests' config: 4 layers, width 32, 4 experts
     "tiny": dict(canvas_length=8, prompt=16, max_new=32, text={}),
@@ -35,27 +52,42 @@ SIZES = {
         canvas_length=32,
         prompt=64,
         max_new=128,
+        text=SMALL_TEXT,
+    ),
+    # issue 15's config: vocab 4096, width 128, 6 layers, 8 experts top-2, canvas 64, 12 steps
+    "issue": dict(
+        canvas_length=64,
+        prompt=96,
+        max_new=192,
+        steps=12,
+        text=dict(SMALL_TEXT, vocab_size=4096, sliding_window=64),
+    ),
+    # the real vocabulary and canvas at width 1024: lm_head, sampler and experts all count
+    "wide": dict(
+        canvas_length=256,
+        prompt=512,
+        max_new=256,
+        steps=8,
         text=dict(
-            vocab_size=2048,
-            hidden_size=128,
-            intermediate_size=256,
-            num_hidden_layers=6,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=32,
-            global_head_dim=64,
-            num_global_key_value_heads=1,
-            sliding_window=48,
-            layer_types=["sliding_attention", "sliding_attention", "full_attention"] * 2,
-            num_experts=8,
-            top_k_experts=2,
-            moe_intermediate_size=64,
+            vocab_size=262144,
+            hidden_size=1024,
+            intermediate_size=2048,
+            num_hidden_layers=2,
+            num_attention_heads=8,
+            num_key_value_heads=4,
+            head_dim=128,
+            global_head_dim=256,
+            num_global_key_value_heads=2,
+            sliding_window=512,
+            layer_types=["sliding_attention", "full_attention"],
+            num_experts=16,
+            top_k_experts=4,
+            moe_intermediate_size=512,
         ),
     ),
 }
-SAMPLER = dict(
-    max_denoising_steps=16, t_min=0.4, t_max=0.8, stability_threshold=1, confidence_threshold=0.005
-)
+SAMPLER = dict(t_min=0.4, t_max=0.8, stability_threshold=1, confidence_threshold=0.005)
+DEFAULT_STEPS = 16
 
 
 def main() -> None:
@@ -65,6 +97,7 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
     args = parser.parse_args()
     size = SIZES[args.size]
+    sampler = dict(SAMPLER, max_denoising_steps=size.get("steps", DEFAULT_STEPS))
     logging.getLogger("transformers").setLevel(logging.ERROR)
     logging.getLogger("dgemma").setLevel(logging.ERROR)
     torch.set_num_threads(torch.get_num_threads())
@@ -89,24 +122,30 @@ def main() -> None:
             eos_token_id=None,
             pad_token_id=0,
             sampler_config=EntropyBoundSamplerConfig(entropy_bound=0.1),
-            **SAMPLER,
+            **sampler,
         )
         return out.sequences[0, len(prompt) :].tolist()
 
-    def runner(model):
+    def runner(model, draw: str):
         def run(seed: int) -> list[int]:
             out = model.generate(
-                prompt, max_new_tokens=size["max_new"], seed=seed, eos_token_ids=[], **SAMPLER
+                prompt, max_new_tokens=size["max_new"], seed=seed, eos_token_ids=[], draw=draw, **sampler
             )
             return out.token_ids[0]
 
         return run
 
-    runners = {"transformers": run_reference, "dgemma": runner(mine)}
+    # "reference draws" makes torch.multinomial's draws (the same tokens as transformers for a
+    # well-conditioned net); the default draws by inverse CDF from the same distribution
+    runners = {
+        "transformers": run_reference,
+        "dgemma ref draws": runner(mine, "reference"),
+        "dgemma": runner(mine, "fast"),
+    }
     if compiled is not None:
-        runners["dgemma compiled"] = runner(compiled)
+        runners["dgemma compiled"] = runner(compiled, "fast")
     times = {name: [] for name in runners}
-    agree = {name: 0 for name in runners if name != "transformers"}
+    agree = {name: 0 for name in runners if "ref draws" in name}
     for name, fn in runners.items():
         start = time.perf_counter()
         fn(99)  # warm-up (includes compilation for the compiled variant)
@@ -127,7 +166,7 @@ def main() -> None:
     )
     print(
         f"config {args.size}: prompt {size['prompt']}, max_new_tokens {size['max_new']}, canvas {size['canvas_length']}, "
-        f"max_denoising_steps {SAMPLER['max_denoising_steps']}, {args.repeats} seeds"
+        f"max_denoising_steps {sampler['max_denoising_steps']}, {args.repeats} seeds"
     )
     for name, n in agree.items():
         print(f"  {name}: identical tokens to transformers on {n}/{args.repeats} seeds")
