@@ -26,6 +26,7 @@ from dgemma.generation.prompts import RequestBuilder
 from dgemma.generation.run import GenerationOutput, Mode
 from dgemma.model import DiffusionGemma, load_model
 from dgemma.structured.generate import JsonJob
+from dgemma.structured.json_object import as_json_object
 from dgemma.text import TextCodec
 
 __all__ = ["GenerationOutput", "Mode", "Model", "load"]
@@ -124,6 +125,7 @@ class Model:
         json_schema: dict[str, Any] | None = None,
         json_rounds: int | None = None,
         max_string_tokens: int | None = None,
+        json_object: bool = False,
         **kwargs: Any,
     ) -> GenerationOutput:
         """Generate for one prompt or a batch.
@@ -145,16 +147,26 @@ class Model:
             json_rounds: generation rounds at most for a schema (invalid slots are renoised between
                 rounds; after the last, they are set to the nearest valid value). Default 3.
             max_string_tokens: token positions of a string value without a smaller `maxLength`.
+            json_object: turn each answer into a JSON object (the object the model wrote, else one
+                json-repair recovers, else {"text": answer}: docs/structured.md); `token_ids` stay
+                the model's tokens.
             **sampler_overrides: max_denoising_steps, entropy_bound, t_min, t_max, stability_threshold,
                 confidence_threshold.
         """
+        if json_object and json_schema is not None:
+            raise ValueError(
+                "`json_object` and `json_schema` cannot be combined: a schema already gives an object"
+            )
         if json_schema is not None:
             if _mode(mode) is not Mode.DIFFUSION:
                 raise ValueError("`json_schema` needs diffusion mode: the layout is clamped into the canvas")
             return run.run_json(
                 self.model, self.json_jobs(prompts, json_schema, json_rounds, max_string_tokens, **kwargs)
             )
-        return run.texts(self.codec, run.complete(self.model, self.requests(prompts, **kwargs), _mode(mode)))
+        out = run.texts(self.codec, run.complete(self.model, self.requests(prompts, **kwargs), _mode(mode)))
+        if json_object:
+            out.texts = [as_json_object(text)[0] for text in out.texts]
+        return out
 
     def json_jobs(
         self,

@@ -74,6 +74,17 @@ def test_raw_ar_and_batch(checkpoint, model):
     assert model.codec.encode_raw("The fox")[0] == 2  # --raw keeps the tokenizer's own BOS
 
 
+def test_json_object_prints_one_object_per_answer(checkpoint, model):
+    directory, _ = checkpoint
+    args = ("generate", "--model", str(directory), "--max-new-tokens", "12", "--json-object", "a", "b")
+    proc = run(*args, "--seed", "3")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2 and all(isinstance(json.loads(line), dict) for line in lines)
+    assert lines == model.generate(["a", "b"], json_object=True, seed=3, max_new_tokens=12).texts
+    one_line_error(run(*args, "--show-steps"), "--json-object")
+
+
 def test_show_steps_renders_drafts(checkpoint):
     directory, _ = checkpoint
     proc = run("generate", "--model", str(directory), PROMPT, "--show-steps", "--max-new-tokens", "16")

@@ -268,6 +268,27 @@ def _wait(condition, timeout: float = 20.0) -> None:
         time.sleep(0.01)
 
 
+def test_response_format_json_object(client, conditioned):
+    """Every answer parses as a JSON object, streamed or not, the same as the Python API's."""
+    fmt = {"type": "json_object"}
+    out = client.chat.completions.create(
+        model=NAME, messages=CHAT, response_format=fmt, n=3, seed=4, max_tokens=24
+    )
+    texts = [c.message.content for c in out.choices]
+    assert all(isinstance(json.loads(t), dict) for t in texts)
+    assert out.usage.completion_tokens > 0
+    stream = client.chat.completions.create(
+        model=NAME, messages=CHAT, response_format=fmt, seed=4, max_tokens=24, stream=True
+    )
+    assert _stream_text(stream)[0] == texts[0]  # held back, then sent whole
+    api = conditioned[2].generate(CHAT, json_object=True, seed=4, max_new_tokens=24)
+    assert api.texts[0] == texts[0]
+    stopped = client.chat.completions.create(
+        model=NAME, messages=CHAT, response_format=fmt, seed=4, max_tokens=24, stop=["e"]
+    )
+    assert isinstance(json.loads(stopped.choices[0].message.content), dict)
+
+
 def test_response_format_json_schema(server, client, conditioned):
     import jsonschema
 

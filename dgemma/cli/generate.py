@@ -47,6 +47,11 @@ def add_parsers(sub) -> None:
         metavar="FILE",
         help="JSON Schema file: output always parses and validates",
     )
+    gen.add_argument(
+        "--json-object",
+        action="store_true",
+        help="print each answer as a JSON object (as written, repaired, or wrapped: docs/structured.md)",
+    )
     add_sampler_flags(gen)
 
     inf = sub.add_parser("infill", help="fill the gap between a prefix and a suffix")
@@ -78,6 +83,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise ValueError(f"`max_new_tokens` must be a positive integer, got {args.max_new_tokens}")
     schema = _read_schema(args) if args.json_schema else None
+    if args.json_object and (schema is not None or args.show_steps):
+        raise ValueError("`--json-object` works without --json-schema and --show-steps")
     model = dgemma.load(args.model, dtype=args.dtype, device=args.device, compile=args.compile)
     if schema is not None:
         out = model.generate(
@@ -107,7 +114,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         done = show_live(events, model.codec, len(prompts), Console(stderr=args.json))
         out = model.finish(done.completions)
     else:
-        out = model.generate(prompts, mode=args.mode, **kwargs)
+        out = model.generate(prompts, mode=args.mode, json_object=args.json_object, **kwargs)
     if args.json or not args.show_steps:
         _print_outputs(out, args.json)
     return 0

@@ -120,16 +120,19 @@ class Router(nn.Module):
 DENSE_EXPERTS_MAX_MACS_PER_CANVAS = 12_000_000
 
 
+TORCH_VERSION = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
+
+
 def grouped_mm_supported(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether `torch._grouped_mm` runs these operands: the eager CPU kernel takes any float dtype;
-    the CUDA kernel and torch.compile's lowering bfloat16 only (CUDA: compute capability 9.0+, rows
-    16-byte aligned)."""
+    """Whether `torch._grouped_mm` runs these operands: the eager CPU kernel takes any float dtype
+    (torch 2.11+); the CUDA kernel and torch.compile's lowering bfloat16 only (CUDA: compute
+    capability 9.0+, rows 16-byte aligned)."""
     if not hasattr(torch, "_grouped_mm"):
         return False
     if torch.compiler.is_compiling() and x.dtype != torch.bfloat16:
         return False
-    if x.device.type == "cpu":
-        return True
+    if x.device.type == "cpu":  # the CPU kernel: torch 2.9+, unaligned operands from 2.11
+        return TORCH_VERSION >= (2, 11)
     if x.device.type != "cuda" or x.dtype != torch.bfloat16 or weight.dtype != torch.bfloat16:
         return False
     return (

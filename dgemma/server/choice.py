@@ -1,19 +1,23 @@
 """One choice of a response as it streams: tokens in, text deltas out, stop sequences applied.
 
 Text is decoded from all tokens so far (so multi-token characters come out whole), and a delta
-holds back any tail that could still become a stop sequence or an unfinished character.
+holds back any tail that could still become a stop sequence or an unfinished character. With
+response_format json_object everything is held back until the end, when the answer becomes an
+object (`dgemma/structured/json_object.py`) and goes out in one delta.
 """
 
 from __future__ import annotations
 
+from dgemma.structured.json_object import ObjectMethod, as_json_object
 from dgemma.text import TextCodec
 
 REPLACEMENT = "\ufffd"
 
 
 class ChoiceText:
-    def __init__(self, codec: TextCodec | None, stop: list[str]):
-        self.codec, self.stop = codec, stop
+    def __init__(self, codec: TextCodec | None, stop: list[str], json_object: bool = False):
+        self.codec, self.stop, self.json_object = codec, stop, json_object
+        self.object_method: ObjectMethod | None = None
         self.tokens: list[int] = []
         self.text = ""
         self.sent = 0  # characters of `text` already sent
@@ -37,13 +41,20 @@ class ChoiceText:
         if cut is not None:
             self.text = self.text[:cut]
             self.finish_reason = "stop"
-            return self._flush(len(self.text))
+            return self._final()
         return self._flush(len(self.text) - self._held_back())
 
     def finish(self, reason: str) -> str:
         """The engine finished this choice; returns whatever text was still held back."""
         if self.finish_reason is None:
             self.finish_reason = reason
+        return self._final()
+
+    def _final(self) -> str:
+        if self.json_object and self.object_method is None:
+            self.text, self.object_method = as_json_object(self.text)
+            if self.object_method is ObjectMethod.AS_GENERATED:  # a whole object: nothing was cut off it
+                self.finish_reason = "stop"
         return self._flush(len(self.text))
 
     def _flush(self, upto: int) -> str:
@@ -58,6 +69,8 @@ class ChoiceText:
         return min(found) if found else None
 
     def _held_back(self) -> int:
+        if self.json_object:
+            return len(self.text)
         tail = 0
         for s in self.stop:
             for k in range(min(len(s) - 1, len(self.text)), 0, -1):

@@ -80,6 +80,7 @@ class Job:
     include_drafts: bool = False
     json_jobs: list[JsonJob] | None = None  # response_format json_schema: one job per request
     tool_name: str | None = None  # the function every choice calls (its arguments are the JSON)
+    json_object: bool = False  # response_format json_object: each answer turned into an object
 
 
 def parse_chat(body: Any, model: Model, name: str, capacity: int) -> Job:
@@ -104,6 +105,8 @@ def parse_chat(body: Any, model: Model, name: str, capacity: int) -> Job:
     plan = _plan(tool.parameters, body, builder, "tools") if tool is not None else _json_plan(body, builder)
     job = _job(JobKind.CHAT, body, builder, name, [prompt], limit, "messages", plan, length_field)
     job.tool_name = tool.name if tool is not None else None
+    fmt = body.get("response_format")
+    job.json_object = isinstance(fmt, dict) and fmt.get("type") == "json_object"
     return job
 
 
@@ -237,14 +240,6 @@ def _refuse_unsupported(body: dict, chat: bool) -> None:
             if kind not in ("text", "json_object", "json_schema"):
                 raise ApiError(
                     400, "`response_format.type` must be text, json_object or json_schema", "response_format"
-                )
-            if kind == "json_object":
-                raise ApiError(
-                    400,
-                    "`response_format` json_object is not supported: the canvas needs the structure up front; "
-                    "send type json_schema with a schema",
-                    "response_format",
-                    code="unsupported_response_format",
                 )
 
 

@@ -37,7 +37,7 @@ class Run:
         self.start = time.perf_counter()
         self.first_canvas: float | None = None
         self.rid = ("chatcmpl-" if job.kind is JobKind.CHAT else "cmpl-") + uuid.uuid4().hex[:24]
-        self.choices = [ChoiceText(codec, job.stop) for _ in job.requests]
+        self.choices = [ChoiceText(codec, job.stop, job.json_object) for _ in job.requests]
         self.queue: asyncio.Queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
 
