@@ -17,12 +17,13 @@ from dgemma.config import GenerationDefaults, ModelConfig, SamplerConfig
 from dgemma.config.files import inside, read_json
 from dgemma.engine.cache import KVCache
 from dgemma.engine.events import Event
+from dgemma.engine.logprobs import prompt_logprobs
 from dgemma.engine.passes import decode_rows, encode_rows
 from dgemma.engine.request import Request
-from dgemma.engine.results import Completion
+from dgemma.engine.results import Completion, TokenLogprob
 from dgemma.generation import infill as infilling
 from dgemma.generation import run
-from dgemma.generation.prompts import RequestBuilder
+from dgemma.generation.prompts import RequestBuilder, check_top_logprobs
 from dgemma.generation.run import GenerationOutput, Mode
 from dgemma.model import DiffusionGemma, load_model
 from dgemma.structured.generate import JsonJob
@@ -100,6 +101,7 @@ class Model:
         raw: bool = False,
         temperature: float | None = None,
         eos_token_ids: Sequence[int] | None = None,
+        logprobs: int | None = None,
         **sampler_overrides: Any,
     ) -> list[Request]:
         """Engine requests for prompts, by the rules of `dgemma.generation.prompts` (the server's too)."""
@@ -110,6 +112,7 @@ class Model:
             temperature=temperature,
             eos_token_ids=eos_token_ids,
             sampler=sampler_overrides,
+            logprobs=logprobs,
         )
 
     def stream(
@@ -147,6 +150,9 @@ class Model:
             json_rounds: generation rounds at most for a schema (invalid slots are renoised between
                 rounds; after the last, they are set to the nearest valid value). Default 3.
             max_string_tokens: token positions of a string value without a smaller `maxLength`.
+            logprobs: report each generated token's log-probability (under the last denoising
+                step of its canvas: the distribution its argmax was read from, temperature-scaled)
+                and this many most likely alternatives: `out.logprobs[i][t].logprob`, `.top`.
             json_object: turn each answer into a JSON object (the object the model wrote, else one
                 json-repair recovers, else {"text": answer}: docs/structured.md); `token_ids` stay
                 the model's tokens.
@@ -163,6 +169,8 @@ class Model:
             return run.run_json(
                 self.model, self.json_jobs(prompts, json_schema, json_rounds, max_string_tokens, **kwargs)
             )
+        if kwargs.get("logprobs") is not None and _mode(mode) is not Mode.DIFFUSION:
+            raise ValueError("`logprobs` are reported in diffusion mode only")
         out = run.texts(self.codec, run.complete(self.model, self.requests(prompts, **kwargs), _mode(mode)))
         if json_object:
             out.texts = [as_json_object(text)[0] for text in out.texts]
@@ -205,6 +213,19 @@ class Model:
     def finish(self, completions: list[Completion]) -> GenerationOutput:
         """Completions (e.g. from the Done event of `stream`) as text."""
         return run.texts(self.codec, completions)
+
+    @torch.inference_mode()
+    def score(self, texts: Any, top: int = 0, raw: bool = True) -> list[list[TokenLogprob | None]]:
+        """Log-probability of each token of each text given the tokens before it, from the causal
+        encoder (None for the first token); `top` most likely alternatives per token. Texts are
+        tokenized as they are (raw=True: no chat template) or given as token ids."""
+        check_top_logprobs(top, "top")
+        out = []
+        for ids in self.tokenize(texts, raw):
+            if len(ids) > self.builder.capacity:
+                raise ValueError(f"a text has {len(ids)} tokens; the context holds {self.builder.capacity}")
+            out.append(prompt_logprobs(self.encoder_logits([ids])[0], ids, top))
+        return out
 
     @torch.inference_mode()
     def encoder_logits(self, input_ids: Any, attention_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -29,9 +29,10 @@ import torch
 
 from dgemma.engine.cache import KVCache
 from dgemma.engine.events import CommitEvent, DoneEvent, DraftEvent, Event, FailEvent, FinishEvent
+from dgemma.engine.logprobs import token_logprobs
 from dgemma.engine.passes import decode_rows, encode_rows
 from dgemma.engine.request import Request, check_fits
-from dgemma.engine.results import Completion, FinishReason, Phase, RowStats
+from dgemma.engine.results import Completion, FinishReason, Phase, RowStats, TokenLogprob
 from dgemma.model import DiffusionGemma
 from dgemma.sampling import denoise_step
 from dgemma.sampling.constraints import CanvasConstraint
@@ -58,6 +59,8 @@ class _Row:
     entropy: float = 0.0
     step: int = 0
     denoising: bool = False
+    canvas_logprobs: list[TokenLogprob] | None = None  # the finished canvas's, when asked for
+    logprobs: list[TokenLogprob] | None = None  # of the kept tokens so far
 
 
 class GenerationError(RuntimeError):
@@ -250,6 +253,8 @@ class DiffusionEngine:
         row.stats.decoder_passes += 1
         if out.stop or row.step >= sampler.max_denoising_steps:
             row.denoising = False
+            if row.request.logprobs is not None:
+                row.canvas_logprobs = token_logprobs(out.probs, out.argmax, row.request.logprobs)
         if row.drafts:
             events.append(
                 DraftEvent(row.id, row.stats.canvases, row.step, out.argmax.cpu(), int(out.accepted.sum()))
@@ -260,10 +265,14 @@ class DiffusionEngine:
         canvas = row.argmax.tolist()
         kept, finish = _cut(canvas, row.request, len(row.tokens))
         row.tokens.extend(kept)
+        kept_logprobs = None
+        if row.canvas_logprobs is not None:
+            kept_logprobs = row.canvas_logprobs[: len(kept)]
+            row.logprobs = (row.logprobs or []) + kept_logprobs
         row.stats.steps_per_canvas.append(row.step)
         row.stats.entropy_per_canvas.append(row.entropy)
         row.stats.num_tokens = len(row.tokens)
-        events.append(CommitEvent(row.id, row.stats.canvases, kept, row.step))
+        events.append(CommitEvent(row.id, row.stats.canvases, kept, row.step, kept_logprobs))
         row.stats.canvases += 1
         if finish is None:
             row.pending = canvas
@@ -271,7 +280,7 @@ class DiffusionEngine:
         del self._rows[row.id]
         self._free.append(row.slot)
         self._free.sort()
-        events.append(FinishEvent(row.id, Completion(row.tokens, finish, row.stats)))
+        events.append(FinishEvent(row.id, Completion(row.tokens, finish, row.stats, row.logprobs)))
 
 
 def _cut(canvas: list[int], request: Request, num_generated: int) -> tuple[list[int], FinishReason | None]:

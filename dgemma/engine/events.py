@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dgemma.engine.results import Completion
+from dgemma.engine.results import Completion, TokenLogprob
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class CommitEvent:
     canvas_index: int
     tokens: list[int]
     steps: int
+    logprobs: list[TokenLogprob] | None = None  # one per kept token, when the request asked
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ import torch
 from dgemma.config import ModelConfig, SamplerConfig
 from dgemma.sampling.constraints import CanvasConstraint
 
+MAX_TOP_LOGPROBS = 20
+
 
 @dataclass(frozen=True)
 class Request:
@@ -23,6 +25,8 @@ class Request:
     fixed: dict[int, int] | None = None  # position -> token it is clamped to
     allowed: dict[int, tuple[int, ...]] | None = None  # position -> the tokens it may become
     banned: tuple[int, ...] = ()  # tokens no unclamped position may become
+    # per generated token: its log-probability and this many top alternatives (None: none kept)
+    logprobs: int | None = None
 
     def __post_init__(self) -> None:
         if not self.prompt:
@@ -35,6 +39,14 @@ class Request:
             raise ValueError(f"`max_new_tokens` must be a positive integer, got {self.max_new_tokens!r}")
         if self.temperature < 0 or not math.isfinite(self.temperature):
             raise ValueError(f"`temperature` must be a finite number >= 0, got {self.temperature!r}")
+        if self.logprobs is not None and (
+            isinstance(self.logprobs, bool)
+            or not isinstance(self.logprobs, int)
+            or not 0 <= self.logprobs <= MAX_TOP_LOGPROBS
+        ):
+            raise ValueError(
+                f"`logprobs` must be an integer in [0, {MAX_TOP_LOGPROBS}], got {self.logprobs!r}"[:200]
+            )
         for name, table in (("fixed", self.fixed or {}), ("allowed", self.allowed or {})):
             for pos in table:
                 if not 0 <= pos < self.max_new_tokens:

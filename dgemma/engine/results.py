@@ -18,6 +18,16 @@ class FinishReason(StrEnum):
     LENGTH = "length"  # max_new_tokens reached
 
 
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token's log-probability under the distribution it was read from (for
+    diffusion: the last denoising step of its canvas, temperature-scaled and constrained; the
+    token is that distribution's argmax), and the `top` most likely (token, logprob) there."""
+
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
+
+
 @dataclass
 class RowStats:
     """Per request: canvases and denoising steps (diffusion), forward passes and phase wall times in seconds."""
@@ -71,3 +81,4 @@ class Completion:
     token_ids: list[int]
     finish_reason: FinishReason
     stats: RowStats
+    logprobs: list[TokenLogprob] | None = None  # per token, when the request asked for them

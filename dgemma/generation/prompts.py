@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dgemma.config import GenerationDefaults, SamplerConfig
-from dgemma.engine.request import Request
+from dgemma.engine.request import MAX_TOP_LOGPROBS, Request
 from dgemma.structured.generate import DEFAULT_ROUNDS, JsonJob, JsonPlan, plan_json
 from dgemma.structured.slots import DEFAULT_STRING_TOKENS
 from dgemma.text import TextCodec
@@ -44,6 +44,16 @@ class FieldError(ValueError):
     def __init__(self, message: str, field: str | None = None, code: str | None = None):
         super().__init__(message)
         self.field, self.code = field, code
+
+
+def check_top_logprobs(value: Any, field: str = "logprobs") -> None:
+    """None (no log-probabilities) or how many alternatives to report per token."""
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOP_LOGPROBS
+    ):
+        raise FieldError(
+            f"`{field}` must be an integer in [0, {MAX_TOP_LOGPROBS}], got {value!r}"[:200], field
+        )
 
 
 def seeds_for(seed: int | Sequence[int] | None, n: int) -> list[int]:
@@ -153,9 +163,12 @@ class RequestBuilder:
         sampler: dict[str, Any] | None = None,
         length_field: str = "max_new_tokens",
         prompt_field: str = "prompts",
+        logprobs: int | None = None,
+        logprobs_field: str = "logprobs",
     ) -> list[Request]:
         """`n` requests per prompt, prompt-major (request k = p * n + i takes the k-th seed)."""
         settings = sampler_for(self.sampler, temperature, sampler)
+        check_top_logprobs(logprobs, logprobs_field)
         ar_temperature = 0.0 if temperature is None else float(temperature)  # checked by sampler_for
         if max_new_tokens is not None and (
             isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1
@@ -185,7 +198,10 @@ class RequestBuilder:
                     "context_length_exceeded",
                 )
             limit = max_new_tokens if max_new_tokens is not None else min(self.defaults.max_new_tokens, room)
-            out += [Request(prompt, limit, settings, next(seeds), eos, ar_temperature) for _ in range(n)]
+            out += [
+                Request(prompt, limit, settings, next(seeds), eos, ar_temperature, logprobs=logprobs)
+                for _ in range(n)
+            ]
         return out
 
     def json_plan(

@@ -15,7 +15,7 @@ from dgemma.engine.autoregressive import run_autoregressive
 from dgemma.engine.diffusion import run_diffusion
 from dgemma.engine.events import DoneEvent, Event
 from dgemma.engine.request import Request
-from dgemma.engine.results import Completion, FinishReason, RowStats
+from dgemma.engine.results import Completion, FinishReason, RowStats, TokenLogprob
 from dgemma.model import DiffusionGemma
 from dgemma.structured.generate import JsonJob
 from dgemma.text import TextCodec
@@ -34,6 +34,7 @@ class GenerationOutput:
     token_ids: list[list[int]]
     finish_reasons: list[FinishReason]
     stats: list[RowStats]
+    logprobs: list[list[TokenLogprob] | None] | None = None  # per prompt, when asked for
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -78,6 +79,7 @@ def texts(codec: TextCodec | None, completions: list[Completion]) -> GenerationO
         [c.token_ids for c in completions],
         [c.finish_reason for c in completions],
         [c.stats for c in completions],
+        [c.logprobs for c in completions] if any(c.logprobs is not None for c in completions) else None,
     )
 
 

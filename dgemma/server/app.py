@@ -25,8 +25,10 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from dgemma.api import Model
+from dgemma.engine.results import TokenLogprob
 from dgemma.server.fields import ApiError, check_text
 from dgemma.server.protocol import Job, parse_chat, parse_completion
+from dgemma.server.responses import echo_response
 from dgemma.server.runs import Disconnected, Run
 from dgemma.server.worker import EngineWorker
 
@@ -64,6 +66,7 @@ class DgemmaServer:
         self.metrics = self.worker.metrics
         self.created = int(time.time())
         self.draining = False  # set on SIGTERM: new generation requests get 503
+        self._scoring = asyncio.Semaphore(1)  # echo: one prompt scoring at a time
         routes = [
             Route("/v1/chat/completions", self._endpoint(parse_chat), methods=["POST"]),
             Route("/v1/completions", self._endpoint(parse_completion), methods=["POST"]),
@@ -133,6 +136,11 @@ class DgemmaServer:
                 body = await self._json(request)
                 job = await self._parse(parse, body)
                 run = Run(job, self.worker, self.model.codec, self.settings.request_timeout)
+                if job.echo:
+                    run.prompt_logprobs = await self._score(job)
+                    if not job.requests:  # max_tokens 0: the prompts scored, nothing generated
+                        scored = echo_response(job, run.rid, self.model.codec, run.prompt_logprobs)
+                        return self._count(path, JSONResponse(scored))
             except ApiError as err:
                 return self._count(path, error_response(err))
             if job.stream:
@@ -147,6 +155,12 @@ class DgemmaServer:
             return self._count(path, JSONResponse(body))
 
         return handle
+
+    async def _score(self, job: Job) -> list[list[TokenLogprob | None]]:
+        """The prompts' log-probabilities under the causal encoder, one scoring at a time, in a
+        thread beside the engine's (the weights are only read; each scoring has its own cache)."""
+        async with self._scoring:
+            return await asyncio.to_thread(self.model.score, job.prompts, job.logprobs or 0)
 
     async def _parse(self, parse: Callable[..., Job], body: Any) -> Job:
         """Tokenizing, templating and schema compilation run in a worker thread, so the event loop

@@ -8,6 +8,7 @@ object (`dgemma/structured/json_object.py`) and goes out in one delta.
 
 from __future__ import annotations
 
+from dgemma.engine.results import TokenLogprob
 from dgemma.structured.json_object import ObjectMethod, as_json_object
 from dgemma.text import TextCodec
 
@@ -18,6 +19,7 @@ class ChoiceText:
     def __init__(self, codec: TextCodec | None, stop: list[str], json_object: bool = False):
         self.codec, self.stop, self.json_object = codec, stop, json_object
         self.object_method: ObjectMethod | None = None
+        self.logprobs: list[TokenLogprob] = []  # per token, when the request asked for them
         self.tokens: list[int] = []
         self.text = ""
         self.sent = 0  # characters of `text` already sent

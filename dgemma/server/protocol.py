@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from dgemma.api import Model
-from dgemma.engine.request import Request
+from dgemma.engine.request import MAX_TOP_LOGPROBS, Request
 from dgemma.generation.prompts import SAMPLER_FIELDS, SEED_RANGE, FieldError, RequestBuilder
 from dgemma.server.fields import ApiError, bool_field, dict_field, int_field, is_ids, is_number
 from dgemma.server.tools import forced_tool
@@ -81,6 +81,9 @@ class Job:
     json_jobs: list[JsonJob] | None = None  # response_format json_schema: one job per request
     tool_name: str | None = None  # the function every choice calls (its arguments are the JSON)
     json_object: bool = False  # response_format json_object: each answer turned into an object
+    logprobs: int | None = None  # alternatives per token to report, None for no log-probabilities
+    echo: bool = False  # completions: the prompt (and its log-probabilities) ahead of the answer
+    prompts: list[list[int]] = field(default_factory=list)  # token ids, per prompt
 
 
 def parse_chat(body: Any, model: Model, name: str, capacity: int) -> Job:
@@ -103,7 +106,12 @@ def parse_chat(body: Any, model: Model, name: str, capacity: int) -> Job:
     if tool is not None and body.get("response_format") is not None:
         raise ApiError(400, "`response_format` and a forced tool call cannot be combined", "response_format")
     plan = _plan(tool.parameters, body, builder, "tools") if tool is not None else _json_plan(body, builder)
-    job = _job(JobKind.CHAT, body, builder, name, [prompt], limit, "messages", plan, length_field)
+    top = None
+    if bool_field(body, "logprobs"):
+        top = int_field(body, "top_logprobs", 0, MAX_TOP_LOGPROBS) or 0
+    elif body.get("top_logprobs") is not None:
+        raise ApiError(400, "`top_logprobs` needs `logprobs: true`", "top_logprobs")
+    job = _job(JobKind.CHAT, body, builder, name, [prompt], limit, "messages", plan, length_field, top)
     job.tool_name = tool.name if tool is not None else None
     fmt = body.get("response_format")
     job.json_object = isinstance(fmt, dict) and fmt.get("type") == "json_object"
@@ -114,15 +122,31 @@ def parse_completion(body: Any, model: Model, name: str, capacity: int) -> Job:
     body = _object(body, COMPLETION_FIELDS)
     _check_model(body, name)
     _refuse_unsupported(body, chat=False)
-    if body.get("echo"):
-        raise ApiError(400, "`echo` is not supported", "echo")
     if body.get("suffix") is not None:
         raise ApiError(400, "`suffix` is not supported here; use `dgemma infill` or Model.infill", "suffix")
     if body.get("best_of") not in (None, 1):
         raise ApiError(400, "`best_of` is not supported", "best_of")
     builder = model.builder.with_capacity(capacity)
     prompts = _completion_prompts(body.get("prompt"), builder)
-    return _job(JobKind.COMPLETION, body, builder, name, prompts, int_field(body, "max_tokens", 1), "prompt")
+    top = int_field(body, "logprobs", 0, MAX_TOP_LOGPROBS)
+    echo = bool_field(body, "echo")
+    max_tokens = int_field(body, "max_tokens", 0 if echo else 1)
+    if max_tokens == 0:  # echo alone: the prompts scored by the encoder, nothing generated
+        if body.get("stream") or (body.get("n") or 1) != 1:
+            raise ApiError(400, "`max_tokens: 0` (echo only) takes neither `stream` nor `n`", "max_tokens")
+        return Job(
+            JobKind.COMPLETION,
+            name,
+            [],
+            [len(p) for p in prompts],
+            1,
+            logprobs=top,
+            echo=True,
+            prompts=prompts,
+        )
+    job = _job(JobKind.COMPLETION, body, builder, name, prompts, max_tokens, "prompt", logprobs=top)
+    job.echo = echo
+    return job
 
 
 def _job(
@@ -135,8 +159,15 @@ def _job(
     prompt_param: str,
     json_plan: JsonPlan | None = None,
     length_field: str = "max_tokens",
+    logprobs: int | None = None,
 ) -> Job:
     n = int_field(body, "n", 1, MAX_N) or 1
+    if logprobs is not None and (json_plan is not None or bool_field(body, "stream")):
+        raise ApiError(
+            400,
+            "log-probabilities are reported without `stream` and without a schema or tool call",
+            "logprobs",
+        )
     if json_plan is not None:
         if body.get("stop") is not None:
             raise ApiError(400, "`stop` does not apply to response_format json_schema", "stop")
@@ -169,7 +200,7 @@ def _job(
     else:
         requests = _checked(
             lambda: builder.requests(
-                prompts, max_new_tokens=max_tokens, prompt_field=prompt_param, **settings
+                prompts, max_new_tokens=max_tokens, prompt_field=prompt_param, logprobs=logprobs, **settings
             )
         )
     return Job(
@@ -183,6 +214,8 @@ def _job(
         bool_field(options, "include_usage"),
         bool_field(options, "include_drafts"),
         jobs,
+        logprobs=logprobs,
+        prompts=prompts,
     )
 
 
@@ -222,12 +255,10 @@ def _refuse_unsupported(body: dict, chat: bool) -> None:
         got = body.get(key)
         if got is not None and (not is_number(got) or got != value):
             raise ApiError(400, f"`{key}` is not supported by the diffusion sampler (only {value})", key)
-    if body.get("logprobs") not in (None, False, 0):
-        raise ApiError(400, "`logprobs` is not supported", "logprobs")
     if body.get("logit_bias"):
         raise ApiError(400, "`logit_bias` is not supported", "logit_bias")
     if chat:
-        for key in ("functions", "function_call", "top_logprobs"):  # tools: see tools.py
+        for key in ("functions", "function_call"):  # tools: see tools.py
             if body.get(key) not in (None, [], "none"):
                 raise ApiError(400, f"`{key}` is not supported", key)
         fmt = body.get("response_format")

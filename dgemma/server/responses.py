@@ -5,8 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from dgemma.engine.results import TokenLogprob
 from dgemma.server.choice import ChoiceText
+from dgemma.server.logprobs import chat_logprobs, completion_logprobs, covering, merge
 from dgemma.server.protocol import Job, JobKind
+from dgemma.text import TextCodec
 
 
 def usage(job: Job, choices: list[ChoiceText]) -> dict[str, Any]:
@@ -29,6 +32,29 @@ def usage(job: Job, choices: list[ChoiceText]) -> dict[str, Any]:
     return out
 
 
+def echo_response(
+    job: Job, rid: str, codec: TextCodec | None, scored: list[list[TokenLogprob | None]]
+) -> dict[str, Any]:
+    """`echo` with `max_tokens: 0`: each prompt with its log-probabilities, nothing generated."""
+    items = []
+    for i, (prompt, logprobs) in enumerate(zip(job.prompts, scored, strict=True)):
+        body = None if job.logprobs is None else completion_logprobs(codec, prompt, logprobs, job.logprobs)
+        text = codec.decode(prompt) if codec is not None else ""
+        items.append({"index": i, "text": text, "finish_reason": "length", "logprobs": body})
+    return {
+        "id": rid,
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": job.model,
+        "choices": items,
+        "usage": {
+            "prompt_tokens": sum(job.prompt_tokens),
+            "completion_tokens": 0,
+            "total_tokens": sum(job.prompt_tokens),
+        },
+    }
+
+
 def tool_call_id(rid: str, index: int) -> str:
     return f"call_{rid.rsplit('-', 1)[-1][:16]}_{index}"
 
@@ -44,23 +70,45 @@ def _message(job: Job, rid: str, index: int, text: str) -> dict[str, Any]:
     return {"role": "assistant", "content": None, "refusal": None, "tool_calls": [call]}
 
 
-def full_response(job: Job, rid: str, created: int, choices: list[ChoiceText]) -> dict[str, Any]:
+def full_response(
+    job: Job,
+    rid: str,
+    created: int,
+    choices: list[ChoiceText],
+    codec: TextCodec | None = None,
+    prompt_logprobs: list[list[TokenLogprob | None]] | None = None,
+) -> dict[str, Any]:
+    """The whole response; `prompt_logprobs` (per prompt) with echo."""
+
+    def generated(c: ChoiceText) -> tuple[list[int], list[TokenLogprob]]:
+        count = covering(codec, c.tokens, c.text)
+        return c.tokens[:count], c.logprobs[:count]
+
     if job.kind is JobKind.CHAT:
         items = [
             {
                 "index": i,
                 "message": _message(job, rid, i, c.text),
                 "finish_reason": c.finish_reason,
-                "logprobs": None,
+                "logprobs": None if job.logprobs is None else chat_logprobs(codec, *generated(c)),
             }
             for i, c in enumerate(choices)
         ]
         obj = "chat.completion"
     else:
-        items = [
-            {"index": i, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}
-            for i, c in enumerate(choices)
-        ]
+        items = []
+        for i, c in enumerate(choices):
+            prompt = job.prompts[i // job.n] if job.echo else []
+            prompt_text = codec.decode(prompt) if codec is not None and prompt else ""
+            logprobs = None
+            if job.logprobs is not None:
+                ids, lps = generated(c)
+                logprobs = completion_logprobs(codec, ids, lps, job.logprobs, len(prompt_text))
+                if job.echo and prompt_logprobs is not None:
+                    head = completion_logprobs(codec, prompt, prompt_logprobs[i // job.n], job.logprobs)
+                    logprobs = merge(head, logprobs)
+            text = prompt_text + c.text
+            items.append({"index": i, "text": text, "finish_reason": c.finish_reason, "logprobs": logprobs})
         obj = "text_completion"
     return {
         "id": rid,

@@ -38,6 +38,7 @@ class Run:
         self.first_canvas: float | None = None
         self.rid = ("chatcmpl-" if job.kind is JobKind.CHAT else "cmpl-") + uuid.uuid4().hex[:24]
         self.choices = [ChoiceText(codec, job.stop, job.json_object) for _ in job.requests]
+        self.prompt_logprobs: list[list] | None = None  # echo: per prompt, set before collecting
         self.queue: asyncio.Queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
 
@@ -116,6 +117,7 @@ class Run:
             return [("draft", i, draft)]
         if isinstance(event, CommitEvent):
             self._first_canvas()
+            choice.logprobs += event.logprobs or []
             delta = choice.add(event.tokens, event.steps)
             if choice.done:  # a stop sequence: this choice needs no more canvases
                 self.worker.cancel([self.tickets[i]])
@@ -149,7 +151,9 @@ class Run:
     async def collect(self, request: HttpRequest) -> dict[str, Any]:
         async for _ in self.updates(request):
             pass
-        return full_response(self.job, self.rid, int(time.time()), self.choices)
+        return full_response(
+            self.job, self.rid, int(time.time()), self.choices, self.codec, self.prompt_logprobs
+        )
 
     async def sse(self, request: HttpRequest) -> AsyncIterator[str]:
         writer = ChunkWriter(self.job, self.rid)
