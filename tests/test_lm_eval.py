@@ -28,7 +28,9 @@ def _task(name: str, data: str, body: str) -> str:
 
 
 @pytest.mark.slow  # ~20 s: lm-eval's imports and a server; CI runs it (./scripts/test --all)
-def test_lm_eval_local_completions_scores_and_generates_through_the_server(checkpoint, model, tmp_path):
+def test_lm_eval_local_completions_scores_and_generates_through_the_server(model, tmp_path):
+    from lm_eval.models.openai_completions import LocalCompletionsAPI
+
     from dgemma.server.app import ServerSettings
     from dgemma.server.launch import running_server
 
@@ -44,40 +46,33 @@ def test_lm_eval_local_completions_scores_and_generates_through_the_server(check
         _task("dg_gen", tasks / "gen.jsonl", "output_type: generate_until\ndoc_to_target: answer\n"
               'generation_kwargs:\n  until: ["\\n"]\n  max_gen_toks: 8\nmetric_list:\n  - metric: exact_match\n')
     )  # fmt: skip
-    # the checkpoint's tokenizer.json as transformers' fast tokenizer (this test vocabulary has no <unk>)
-    tok = tmp_path / "tokenizer"
-    tok.mkdir()
-    (tok / "tokenizer.json").write_bytes((checkpoint[0] / "tokenizer.json").read_bytes())
-    (tok / "tokenizer_config.json").write_text(
-        json.dumps({"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<bos>", "eos_token": "<eos>",
-                    "pad_token": "<pad>", "unk_token": None})
-    )  # fmt: skip
     out = tmp_path / "out"
     with running_server(model, ServerSettings(port=0, model_name="tiny")) as (url, _):
-        args = f"model=tiny,base_url={url}/v1/completions,tokenizer_backend=huggingface,tokenizer={tok},tokenized_requests=True"
+        # lm-eval's defaults: it finds /tokenizer_info and /tokenize and tokenizes through the server
+        args = f"model=tiny,base_url={url}/v1/completions"
         env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
         proc = subprocess.run(
             [sys.executable, "-m", "lm_eval", "--model", "local-completions", "--model_args", args,
              "--tasks", "dg_mc,dg_gen", "--include_path", str(tasks), "--output_path", str(out), "--log_samples"],
             capture_output=True, text=True, env=env, timeout=300,
         )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "remote tokenizer" in proc.stderr.lower()
+        # the loglikelihoods lm-eval recorded are the encoder's: the continuation's log-probabilities
+        # summed, with lm-eval's own split of (context, continuation)
+        lm = LocalCompletionsAPI(base_url=f"{url}/v1/completions", tokenizer_backend="remote")
+        samples = _samples(out, "dg_mc")
+        assert len(samples) == len(MC)
+        for sample in samples:
+            for arguments, (response,) in zip(sample["arguments"].values(), sample["resps"], strict=True):
+                context, continuation = lm._encode_pair(arguments["arg_0"], arguments["arg_1"])
+                scored = model.score([context + continuation])[0][len(context) :]
+                assert float(response[0]) == pytest.approx(sum(lp.logprob for lp in scored), abs=1e-4)
     results = json.loads(next(out.rglob("results_*.json")).read_text())["results"]
     assert 0 <= results["dg_mc"]["acc,none"] <= 1 and 0 <= results["dg_gen"]["exact_match,none"] <= 1
-
-    # lm-eval's loglikelihoods are the encoder's: the continuation's log-probabilities summed,
-    # with lm-eval's own tokenization of (context, continuation)
-    from lm_eval.models.openai_completions import LocalCompletionsAPI
-
-    lm = LocalCompletionsAPI(base_url="http://unused", tokenizer_backend="huggingface", tokenizer=str(tok))
-    samples = [json.loads(line) for line in next(out.rglob("samples_dg_mc_*.jsonl")).read_text().splitlines()]
-    assert len(samples) == len(MC)
-    for sample in samples:
-        for arguments, (response,) in zip(sample["arguments"].values(), sample["resps"], strict=True):
-            context, continuation = lm._encode_pair(arguments["arg_0"], arguments["arg_1"])
-            scored = model.score([context + continuation])[0][len(context) :]
-            assert float(response[0]) == pytest.approx(sum(lp.logprob for lp in scored), abs=1e-4)
-    generated = [
-        json.loads(line) for line in next(out.rglob("samples_dg_gen_*.jsonl")).read_text().splitlines()
-    ]
+    generated = _samples(out, "dg_gen")
     assert len(generated) == len(GEN) and all(isinstance(s["resps"][0][0], str) for s in generated)
+
+
+def _samples(out, task: str) -> list[dict]:
+    return [json.loads(line) for line in next(out.rglob(f"samples_{task}_*.jsonl")).read_text().splitlines()]

@@ -268,6 +268,25 @@ def _wait(condition, timeout: float = 20.0) -> None:
         time.sleep(0.01)
 
 
+def test_tokenizer_endpoints_agree_with_the_api(server, conditioned):
+    url, model = server[0], conditioned[2]
+    status, _, raw = http(url, "GET", "/tokenizer_info")
+    info = json.loads(raw)
+    assert (
+        status == 200 and info["eos_token"] == "<eos>" and info["chat_template"] == model.codec.chat_template
+    )
+    status, body = post_json(url, "/tokenize", {"prompt": "The fox", "add_special_tokens": False})
+    assert (
+        status == 200
+        and body["tokens"] == model.codec.encode_plain("The fox")
+        and body["count"] == len(body["tokens"])
+    )
+    status, body = post_json(url, "/tokenize", {"messages": CHAT})
+    assert status == 200 and body["tokens"] == model.tokenize(CHAT)[0]
+    status, body = post_json(url, "/detokenize", {"tokens": model.codec.encode_plain("The fox")})
+    assert status == 200 and body["prompt"] == "The fox"
+
+
 def test_response_format_json_object(client, conditioned):
     """Every answer parses as a JSON object, streamed or not, the same as the Python API's."""
     fmt = {"type": "json_object"}

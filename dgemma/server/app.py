@@ -30,6 +30,7 @@ from dgemma.server.fields import ApiError, check_text
 from dgemma.server.protocol import Job, parse_chat, parse_completion
 from dgemma.server.responses import echo_response
 from dgemma.server.runs import Disconnected, Run
+from dgemma.server.tokenize import detokenize, tokenize, tokenizer_info
 from dgemma.server.worker import EngineWorker
 
 DEFAULT_CONTEXT = 8192
@@ -72,6 +73,9 @@ class DgemmaServer:
             Route("/v1/completions", self._endpoint(parse_completion), methods=["POST"]),
             Route("/v1/models", self.models, methods=["GET"]),
             Route("/v1/models/{model_id:path}", self.model_info, methods=["GET"]),
+            Route("/tokenizer_info", self.tokenizer_info, methods=["GET"]),
+            Route("/tokenize", self._tokenizer_route(tokenize), methods=["POST"]),
+            Route("/detokenize", self._tokenizer_route(detokenize), methods=["POST"]),
             Route("/health", self.health, methods=["GET"]),
             Route("/metrics", self.metrics_text, methods=["GET"]),
         ]
@@ -103,6 +107,27 @@ class DgemmaServer:
                 code="model_not_found",
             )
         return JSONResponse(self._model_card())
+
+    async def tokenizer_info(self, request: HttpRequest) -> Response:
+        self._authorize(request)
+        return self._count("/tokenizer_info", JSONResponse(tokenizer_info(self.model, self.worker.capacity)))
+
+    def _tokenizer_route(self, work: Callable[..., dict]):
+        async def handle(request: HttpRequest) -> Response:
+            self._authorize(request)
+            body = await self._json(request)
+            args = (body, self.model, self.worker.capacity) if work is tokenize else (body, self.model)
+            try:
+                result = await asyncio.wait_for(
+                    asyncio.to_thread(work, *args), timeout=self.settings.parse_timeout
+                )
+            except TimeoutError:
+                raise ApiError(
+                    413, f"tokenizing took more than {self.settings.parse_timeout:g} s; send less"
+                ) from None
+            return self._count(request.url.path, JSONResponse(result))
+
+        return handle
 
     async def health(self, request: HttpRequest) -> Response:
         return JSONResponse(
