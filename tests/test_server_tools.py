@@ -37,6 +37,20 @@ TIME = {
     "type": "function",
     "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}},
 }
+SEARCH = {
+    "type": "function",
+    "function": {
+        "name": "search",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "query": {"type": "string", "maxLength": 20},
+                "limit": {"type": "integer", "maximum": 9},
+            },
+            "required": ["query"],
+        },
+    },
+}
 MSG = [{"role": "user", "content": "weather in Paris?"}]
 FORCE = {"type": "function", "function": {"name": "get_weather"}}
 
@@ -91,12 +105,40 @@ def test_required_with_one_tool_and_streaming(server):
         jsonschema.validate(chunk, spec.CHAT_CHUNK)
 
 
+def test_required_with_several_tools_the_model_picks_one_and_its_arguments_validate(server):
+    """Two stages per choice: the name (a choice among the declared ones), then its arguments."""
+    client = OpenAI(base_url=f"{server}/v1", api_key="unused")
+    schemas = {t["function"]["name"]: t["function"].get("parameters") for t in (WEATHER, TIME, SEARCH)}
+    names = set()
+    for seed in range(4):
+        out = client.chat.completions.create(
+            model=NAME, messages=MSG, tools=[WEATHER, TIME, SEARCH], tool_choice="required", seed=seed, n=3,
+            extra_body={"max_denoising_steps": 4},
+        )  # fmt: skip
+        jsonschema.validate(out.model_dump(), spec.CHAT_COMPLETION)
+        for choice in out.choices:
+            assert choice.finish_reason == "tool_calls" and choice.message.content is None
+            (call,) = choice.message.tool_calls
+            assert call.function.name in schemas
+            jsonschema.validate(json.loads(call.function.arguments), schemas[call.function.name])
+            names.add(call.function.name)
+        assert out.usage.json_rounds >= 2 * len(out.choices)  # both stages counted
+    assert len(names) >= 2  # the choice is the model's (seeds differ), not always the first tool
+    stream = client.chat.completions.create(
+        model=NAME, messages=MSG, tools=[WEATHER, TIME, SEARCH], tool_choice="required", seed=0, stream=True,
+        extra_body={"max_denoising_steps": 4},
+    )  # fmt: skip
+    calls = [c for chunk in stream for choice in chunk.choices for c in choice.delta.tool_calls or []]
+    (call,) = calls
+    jsonschema.validate(json.loads(call.function.arguments), schemas[call.function.name])
+
+
 @pytest.mark.parametrize(
     "fields,param",
     [
         ({"tools": [WEATHER]}, "tools"),  # auto: not built yet, says what to send
         ({"tools": [WEATHER], "tool_choice": "auto"}, "tools"),
-        ({"tools": [WEATHER, TIME], "tool_choice": "required"}, "tool_choice"),
+        ({"tools": [WEATHER, {"type": "function", "function": {"name": "big", "parameters": {"type": "object", "properties": {"s": {"type": "string", "minLength": 3000}}, "required": ["s"]}}}], "tool_choice": "required", "max_tokens": 64}, "max_tokens"),
         ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice"),
         ({"tool_choice": FORCE}, "tool_choice"),
         ({"tools": [{"type": "function", "function": {"name": "bad name!"}}], "tool_choice": "required"}, "tools"),

@@ -20,6 +20,7 @@ class ChoiceText:
         self.codec, self.stop, self.json_object = codec, stop, json_object
         self.object_method: ObjectMethod | None = None
         self.logprobs: list[TokenLogprob] = []  # per token, when the request asked for them
+        self.tool_name: str | None = None  # the function this choice calls
         self.tokens: list[int] = []
         self.text = ""
         self.sent = 0  # characters of `text` already sent

@@ -17,7 +17,7 @@ from dgemma.api import Model
 from dgemma.engine.request import MAX_TOP_LOGPROBS, Request
 from dgemma.generation.prompts import SAMPLER_FIELDS, SEED_RANGE, FieldError, RequestBuilder
 from dgemma.server.fields import ApiError, bool_field, dict_field, int_field, is_ids, is_number
-from dgemma.server.tools import forced_tool
+from dgemma.server.tools import call_schema, choice_schema, forced_tools
 from dgemma.structured.generate import JsonJob, JsonPlan
 from dgemma.text import check_messages
 
@@ -80,10 +80,15 @@ class Job:
     include_drafts: bool = False
     json_jobs: list[JsonJob] | None = None  # response_format json_schema: one job per request
     tool_name: str | None = None  # the function every choice calls (its arguments are the JSON)
+    tool_plans: dict[str, JsonPlan] | None = None  # tool_choice required, several tools: per name
     json_object: bool = False  # response_format json_object: each answer turned into an object
     logprobs: int | None = None  # alternatives per token to report, None for no log-probabilities
     echo: bool = False  # completions: the prompt (and its log-probabilities) ahead of the answer
     prompts: list[list[int]] = field(default_factory=list)  # token ids, per prompt
+
+    @property
+    def calls_tool(self) -> bool:
+        return self.tool_name is not None or self.tool_plans is not None
 
 
 def parse_chat(body: Any, model: Model, name: str, capacity: int) -> Job:
@@ -102,17 +107,31 @@ def parse_chat(body: Any, model: Model, name: str, capacity: int) -> Job:
     prompt = _checked(lambda: builder.prompt_ids(flat, field="messages"))
     length_field = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     limit = int_field(body, "max_completion_tokens", 1) or int_field(body, "max_tokens", 1)
-    tool = forced_tool(body)
-    if tool is not None and body.get("response_format") is not None:
+    tools = forced_tools(body)
+    if tools is not None and body.get("response_format") is not None:
         raise ApiError(400, "`response_format` and a forced tool call cannot be combined", "response_format")
-    plan = _plan(tool.parameters, body, builder, "tools") if tool is not None else _json_plan(body, builder)
+    stages = None
+    if tools is None:
+        plan = _json_plan(body, builder)
+    elif len(tools) == 1:
+        plan = _plan(tools[0].parameters, body, builder, "tools")
+    else:  # the model picks the function, then writes its arguments
+        plan = _plan(choice_schema(tools), body, builder, "tools")
+        stages = {t.name: _plan(call_schema(t), body, builder, "tools") for t in tools}
     top = None
     if bool_field(body, "logprobs"):
         top = int_field(body, "top_logprobs", 0, MAX_TOP_LOGPROBS) or 0
     elif body.get("top_logprobs") is not None:
         raise ApiError(400, "`top_logprobs` needs `logprobs: true`", "top_logprobs")
     job = _job(JobKind.CHAT, body, builder, name, [prompt], limit, "messages", plan, length_field, top)
-    job.tool_name = tool.name if tool is not None else None
+    job.tool_name = tools[0].name if tools is not None and len(tools) == 1 else None
+    job.tool_plans = stages
+    for stage in (stages or {}).values():  # every second stage must fit the context and the cap
+        _checked(
+            lambda stage=stage: builder.json_jobs(
+                [prompt], stage, max_new_tokens=limit, length_field=length_field
+            )
+        )
     fmt = body.get("response_format")
     job.json_object = isinstance(fmt, dict) and fmt.get("type") == "json_object"
     return job

@@ -59,13 +59,13 @@ def tool_call_id(rid: str, index: int) -> str:
     return f"call_{rid.rsplit('-', 1)[-1][:16]}_{index}"
 
 
-def _message(job: Job, rid: str, index: int, text: str) -> dict[str, Any]:
-    if job.tool_name is None:
-        return {"role": "assistant", "content": text, "refusal": None}
+def _message(rid: str, index: int, choice: ChoiceText) -> dict[str, Any]:
+    if choice.tool_name is None:
+        return {"role": "assistant", "content": choice.text, "refusal": None}
     call = {
         "id": tool_call_id(rid, index),
         "type": "function",
-        "function": {"name": job.tool_name, "arguments": text},
+        "function": {"name": choice.tool_name, "arguments": choice.text},
     }
     return {"role": "assistant", "content": None, "refusal": None, "tool_calls": [call]}
 
@@ -88,7 +88,7 @@ def full_response(
         items = [
             {
                 "index": i,
-                "message": _message(job, rid, i, c.text),
+                "message": _message(rid, i, c),
                 "finish_reason": c.finish_reason,
                 "logprobs": None if job.logprobs is None else chat_logprobs(codec, *generated(c)),
             }
@@ -144,9 +144,11 @@ class ChunkWriter:
         delta = {"role": "assistant", "content": "", "refusal": None}
         return self._chunk([{"index": index, "delta": delta, "finish_reason": None, "logprobs": None}])
 
-    def content(self, index: int, text: str, finish_reason: str | None = None) -> dict[str, Any]:
-        if self.job.kind is JobKind.CHAT and self.job.tool_name is not None:
-            function = {"name": self.job.tool_name, "arguments": text}
+    def content(
+        self, index: int, text: str, finish_reason: str | None = None, tool_name: str | None = None
+    ) -> dict[str, Any]:
+        if self.job.kind is JobKind.CHAT and tool_name is not None:
+            function = {"name": tool_name, "arguments": text}
             call = {"index": 0, "id": tool_call_id(self.rid, index), "type": "function", "function": function}
             delta = {"tool_calls": [call]} if text else {}
             choice = {"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": None}

@@ -23,6 +23,7 @@ from dgemma.server.metrics import ServerMetrics
 from dgemma.server.protocol import Job, JobKind
 from dgemma.server.responses import ChunkWriter, full_response
 from dgemma.server.worker import EngineWorker, QueueFull, ShuttingDown
+from dgemma.structured.generate import JsonJob
 from dgemma.text import TextCodec
 
 
@@ -137,11 +138,25 @@ class Run:
             self.tickets[i] = ticket
             self.index[ticket] = i
             return []
+        text = job.text()
+        if self.job.tool_plans is not None and choice.tool_name is None:  # the name is chosen
+            choice.tool_name = json.loads(text)["name"]
+            second = JsonJob(self.job.tool_plans[choice.tool_name], job.base, job.max_rounds)
+            second.stats = job.stats  # one choice's figures over both stages
+            self.job.json_jobs[i] = second
+            (ticket,) = self.worker.submit([second.request()], False, self.sink, force=True)
+            self.tickets[i] = ticket
+            self.index[ticket] = i
+            return []
+        if self.job.tool_plans is not None:  # the second stage: {"name": ..., "arguments": ...}
+            text = json.dumps(json.loads(text)["arguments"], ensure_ascii=False)
+        else:
+            choice.tool_name = self.job.tool_name
         self._first_canvas()
-        choice.tokens, choice.text = job.tokens, job.text()
+        choice.tokens, choice.text = job.tokens, text
         choice.canvases, choice.steps = job.stats.canvases, job.stats.decoder_passes
         choice.rounds, choice.repaired = job.stats.rounds, job.stats.repaired_slots
-        return [("finish", i, choice.finish("tool_calls" if self.job.tool_name else "stop"))]
+        return [("finish", i, choice.finish("tool_calls" if self.job.calls_tool else "stop"))]
 
     def _first_canvas(self) -> None:
         if self.first_canvas is None:
@@ -167,7 +182,8 @@ class Run:
                 elif kind == "text":
                     yield _event(writer.content(i, payload))
                 else:
-                    yield _event(writer.content(i, payload, self.choices[i].finish_reason))
+                    choice = self.choices[i]
+                    yield _event(writer.content(i, payload, choice.finish_reason, choice.tool_name))
             if self.job.include_usage:
                 yield _event(writer.usage(self.choices))
         except ApiError as err:

@@ -2,7 +2,9 @@
 
 A call named in `tool_choice` (or `"required"` with one tool) is generated through the structured
 output path with the function's `parameters` as the schema, so its arguments always parse and
-validate. `tool_choice: "auto"` (the model deciding between text and a call, in Gemma 4's own
+validate. `"required"` with several tools runs two stages per choice: the model picks the name
+(`{"name": <one of the names>}`, a choice slot), then writes `{"name": <it, clamped>, "arguments":
+...}` under that function's schema. `tool_choice: "auto"` (the model deciding between text and a call, in Gemma 4's own
 tool-call format) is refused with a 400 that says what to send instead: it is not built yet.
 """
 
@@ -25,8 +27,23 @@ class ForcedTool:
     parameters: dict[str, Any]
 
 
-def forced_tool(body: dict) -> ForcedTool | None:
-    """The function this request must call, or None for a plain answer; ApiError for bad input."""
+def call_schema(tool: ForcedTool) -> dict[str, Any]:
+    """The second stage of a choice among tools: the chosen name, clamped, and its arguments."""
+    return {
+        "type": "object",
+        "properties": {"name": {"const": tool.name}, "arguments": tool.parameters},
+        "required": ["name", "arguments"],
+    }
+
+
+def choice_schema(tools: list[ForcedTool]) -> dict[str, Any]:
+    """The first stage of a choice among tools: the model picks the name (a choice slot)."""
+    return {"type": "object", "properties": {"name": {"enum": [t.name for t in tools]}}, "required": ["name"]}
+
+
+def forced_tools(body: dict) -> list[ForcedTool] | None:
+    """The functions one of which this request must call (one when named), or None for a plain
+    answer; ApiError for bad input."""
     tools, choice = body.get("tools"), body.get("tool_choice")
     if body.get("parallel_tool_calls") not in (None, True, False):
         raise ApiError(400, "`parallel_tool_calls` must be true or false", "parallel_tool_calls")
@@ -46,11 +63,7 @@ def forced_tool(body: dict) -> ForcedTool | None:
             "tools",
         )
     if choice == "required":
-        if len(declared) != 1:
-            raise ApiError(
-                400, "`tool_choice: required` is supported with exactly one tool; name one", "tool_choice"
-            )
-        return next(iter(declared.values()))
+        return list(declared.values())
     name = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
     if not isinstance(choice, dict) or choice.get("type") != "function" or not isinstance(name, str):
         raise ApiError(
@@ -61,7 +74,7 @@ def forced_tool(body: dict) -> ForcedTool | None:
         raise ApiError(
             400, f"`tool_choice` names {name[:64]!r}, which `tools` does not declare", "tool_choice"
         )
-    return declared[name]
+    return [declared[name]]
 
 
 def _declared(tools: Any) -> dict[str, ForcedTool]:

@@ -138,7 +138,7 @@ class JsonJob:
     def update(self, tokens: list[int], stats: RowStats) -> None:
         """Take one round's output: keep free slots' tokens, settle the valid ones; repair at the end."""
         self.rounds += 1
-        self.stats.rounds = self.rounds
+        self.stats.rounds += 1  # cumulative when a job continues another (a tool choice's two stages)
         self.stats.add(stats)
         for i, plan in enumerate(self.plan.slots):
             if self.settled[i]:
