@@ -150,9 +150,10 @@ class Model:
             json_rounds: generation rounds at most for a schema (invalid slots are renoised between
                 rounds; after the last, they are set to the nearest valid value). Default 3.
             max_string_tokens: token positions of a string value without a smaller `maxLength`.
-            logprobs: report each generated token's log-probability (under the last denoising
-                step of its canvas: the distribution its argmax was read from, temperature-scaled)
-                and this many most likely alternatives: `out.logprobs[i][t].logprob`, `.top`.
+            logprobs: report each generated token's log-probability and this many most likely
+                alternatives (`out.logprobs[i][t].logprob`, `.top`): diffusion, under the last
+                denoising step of its canvas (the distribution its argmax was read from,
+                temperature-scaled); AR, under the softmax it was picked from.
             json_object: turn each answer into a JSON object (the object the model wrote, else one
                 json-repair recovers, else {"text": answer}: docs/structured.md); `token_ids` stay
                 the model's tokens.
@@ -169,8 +170,6 @@ class Model:
             return run.run_json(
                 self.model, self.json_jobs(prompts, json_schema, json_rounds, max_string_tokens, **kwargs)
             )
-        if kwargs.get("logprobs") is not None and _mode(mode) is not Mode.DIFFUSION:
-            raise ValueError("`logprobs` are reported in diffusion mode only")
         out = run.texts(self.codec, run.complete(self.model, self.requests(prompts, **kwargs), _mode(mode)))
         if json_object:
             out.texts = [as_json_object(text)[0] for text in out.texts]

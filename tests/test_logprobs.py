@@ -53,8 +53,17 @@ def test_score_is_the_encoders_causal_log_softmax(model):
         assert [i for i, _ in scored[t].top] == expected[t - 1].topk(2).indices.tolist()
     with pytest.raises(ValueError, match="`top`"):
         model.score(["x"], top=99)
-    with pytest.raises(ValueError, match="diffusion mode"):
-        model.generate("hi", mode="ar", logprobs=1)
+
+
+def test_ar_logprobs_are_the_encoders_next_token_log_softmax(model):
+    out = model.generate("hi", mode="ar", max_new_tokens=5, logprobs=2)
+    prompt = model.tokenize("hi")[0]
+    ids = prompt + out.token_ids[0]
+    expected = torch.log_softmax(model.encoder_logits([ids])[0], dim=-1)  # greedy: raw logits
+    for t, lp in enumerate(out.logprobs[0]):
+        pos = len(prompt) - 1 + t
+        assert lp.logprob == pytest.approx(float(expected[pos, ids[pos + 1]]), abs=1e-4)
+        assert lp.top[0][0] == ids[pos + 1]  # greedy picks the most likely token
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,10 @@ import torch
 
 from dgemma.engine.cache import KVCache
 from dgemma.engine.events import CommitEvent, DoneEvent, Event
+from dgemma.engine.logprobs import token_logprobs
 from dgemma.engine.passes import encode_rows
 from dgemma.engine.request import Request, check_fits
-from dgemma.engine.results import Completion, FinishReason, Phase, RowStats
+from dgemma.engine.results import Completion, FinishReason, Phase, RowStats, TokenLogprob
 from dgemma.model import DiffusionGemma
 
 
@@ -41,6 +42,7 @@ def run_autoregressive(model: DiffusionGemma, requests: list[Request]) -> Iterat
     tokens: list[list[int]] = [[] for _ in requests]
     stats = [RowStats() for _ in requests]
     finish: list[FinishReason | None] = [None] * len(requests)
+    logprobs: list[list[TokenLogprob]] = [[] for _ in requests]
 
     active = list(range(len(requests)))
     feed = [r.prompt for r in requests]
@@ -54,21 +56,43 @@ def run_autoregressive(model: DiffusionGemma, requests: list[Request]) -> Iterat
             picked = [
                 pick_token(logits[i], requests[r].temperature, generators[r]) for i, r in enumerate(active)
             ]
+            scored = [
+                _logprob(logits[i], tok, requests[r])
+                for i, (r, tok) in enumerate(zip(active, picked, strict=True))
+            ]
         elapsed = time.perf_counter() - start
         events = []
-        for r, tok in zip(active, picked, strict=True):
+        for r, tok, lp in zip(active, picked, scored, strict=True):
             setattr(stats[r], phase, getattr(stats[r], phase) + elapsed)
             stats[r].encoder_passes += 1
             if tok in requests[r].eos_token_ids:
                 finish[r] = FinishReason.STOP
                 continue
             tokens[r].append(tok)
+            if lp is not None:
+                logprobs[r].append(lp)
             stats[r].num_tokens = len(tokens[r])
-            events.append(CommitEvent(r, len(tokens[r]) - 1, [tok], 1))
+            events.append(CommitEvent(r, len(tokens[r]) - 1, [tok], 1, None if lp is None else [lp]))
             if len(tokens[r]) >= requests[r].max_new_tokens:
                 finish[r] = FinishReason.LENGTH
         yield from events
         active = [r for r in active if finish[r] is None]
         feed = [[tokens[r][-1]] for r in active]
         phase = Phase.COMMIT
-    yield DoneEvent([Completion(t, f, s) for t, f, s in zip(tokens, finish, stats, strict=True)])
+    yield DoneEvent(
+        [
+            Completion(t, f, s, lp if r.logprobs is not None else None)
+            for t, f, s, lp, r in zip(tokens, finish, stats, logprobs, requests, strict=True)
+        ]
+    )
+
+
+def _logprob(logits: torch.Tensor, token: int, request: Request) -> TokenLogprob | None:
+    """The picked token's log-probability under the distribution it was picked from: softmax at
+    the request's temperature (the raw logits when greedy)."""
+    if request.logprobs is None:
+        return None
+    scale = request.temperature if request.temperature > 0 else 1.0
+    probs = torch.softmax(logits / scale, dim=-1, dtype=torch.float32)
+    (lp,) = token_logprobs(probs[None], torch.tensor([token], device=probs.device), request.logprobs)
+    return lp
