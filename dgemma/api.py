@@ -25,6 +25,7 @@ from dgemma.generation import infill as infilling
 from dgemma.generation import run
 from dgemma.generation.prompts import RequestBuilder, check_top_logprobs
 from dgemma.generation.run import GenerationOutput, Mode
+from dgemma.generation.tools import forced_tools, run_tool_calls
 from dgemma.model import DiffusionGemma, load_model
 from dgemma.structured.generate import JsonJob
 from dgemma.structured.json_object import as_json_object
@@ -129,6 +130,8 @@ class Model:
         json_rounds: int | None = None,
         max_string_tokens: int | None = None,
         json_object: bool = False,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: Any = None,
         **kwargs: Any,
     ) -> GenerationOutput:
         """Generate for one prompt or a batch.
@@ -154,12 +157,31 @@ class Model:
                 alternatives (`out.logprobs[i][t].logprob`, `.top`): diffusion, under the last
                 denoising step of its canvas (the distribution its argmax was read from,
                 temperature-scaled); AR, under the softmax it was picked from.
+            tools, tool_choice: OpenAI-style function tools and which must be called (a named
+                function, or "required": the model picks one); `out.tool_calls[i]` has the name and
+                `out.texts[i]` the arguments, valid against the function's parameters.
             json_object: turn each answer into a JSON object (the object the model wrote, else one
                 json-repair recovers, else {"text": answer}: docs/structured.md); `token_ids` stay
                 the model's tokens.
             **sampler_overrides: max_denoising_steps, entropy_bound, t_min, t_max, stability_threshold,
                 confidence_threshold.
         """
+        called = forced_tools({"tools": tools, "tool_choice": tool_choice}) if tools or tool_choice else None
+        if called is not None:
+            if json_schema is not None or json_object or _mode(mode) is not Mode.DIFFUSION:
+                raise ValueError(
+                    "`tools` take neither `json_schema` nor `json_object`, and need diffusion mode"
+                )
+            prompt_ids = self.tokenize(prompts, kwargs.pop("raw", False))
+            return run_tool_calls(
+                self.model,
+                self.builder,
+                prompt_ids,
+                called,
+                json_rounds,
+                max_string_tokens,
+                **_settings(kwargs),
+            )
         if json_object and json_schema is not None:
             raise ValueError(
                 "`json_object` and `json_schema` cannot be combined: a schema already gives an object"
@@ -263,6 +285,14 @@ class Model:
     def _cache(self, rows: list[list[int]], extra: int) -> KVCache:
         capacity = max(len(r) for r in rows) + extra
         return KVCache(self.config, len(rows), capacity, self.model.dtype, self.model.device)
+
+
+def _settings(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """generate()'s keyword arguments as RequestBuilder.json_jobs takes them."""
+    named = ("max_new_tokens", "temperature", "eos_token_ids")
+    out = {k: kwargs.pop(k) for k in named if k in kwargs}
+    out["seed"] = kwargs.pop("seed", 0)
+    return {**out, "sampler": kwargs}
 
 
 def _mode(mode: Mode | str) -> Mode:

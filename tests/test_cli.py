@@ -85,6 +85,41 @@ def test_json_object_prints_one_object_per_answer(checkpoint, model):
     one_line_error(run(*args, "--show-steps"), "--json-object")
 
 
+def test_tools_print_one_valid_call_per_prompt(checkpoint, model, tmp_path):
+    tools = [
+        {"type": "function", "function": {"name": "add", "parameters": {"type": "object", "properties": {
+            "a": {"type": "integer", "maximum": 99}, "b": {"type": "integer", "maximum": 99}}, "required": ["a", "b"]}}},
+        {"type": "function", "function": {"name": "noop"}},
+    ]  # fmt: skip
+    path = tmp_path / "tools.json"
+    path.write_text(json.dumps(tools))
+    args = (
+        "generate",
+        "--model",
+        str(checkpoint[0]),
+        "--tools",
+        str(path),
+        "--max_denoising_steps",
+        "4",
+        "x",
+        "y",
+    )
+    proc = run(*args, "--seed", "2")
+    assert proc.returncode == 0, proc.stderr
+    calls = [json.loads(line) for line in proc.stdout.splitlines()]
+    api = model.generate(["x", "y"], tools=tools, tool_choice="required", seed=2, max_denoising_steps=4)
+    assert [(c["name"], c["arguments"]) for c in calls] == [
+        (t.name, json.loads(t.arguments)) for t in api.tool_calls
+    ]
+    proc = run(*args, "--tool-choice", "add")
+    assert proc.returncode == 0 and all(
+        json.loads(line)["name"] == "add" for line in proc.stdout.splitlines()
+    )
+    one_line_error(run(*args, "--tool-choice", "nope"), "tool_choice")
+    path.write_text("[{")
+    one_line_error(run(*args), "not valid JSON")
+
+
 def test_show_steps_renders_drafts(checkpoint):
     directory, _ = checkpoint
     proc = run("generate", "--model", str(directory), PROMPT, "--show-steps", "--max-new-tokens", "16")

@@ -161,3 +161,29 @@ def test_tool_choice_none_answers_in_text(server):
     )  # fmt: skip
     assert status == 200 and body["choices"][0]["finish_reason"] in ("stop", "length")
     assert "tool_calls" not in body["choices"][0]["message"]
+
+
+def test_python_api_calls_tools_as_the_server_does(model):
+    """`Model.generate(tools=..., tool_choice=...)`: the same calls as the server's for the same seed."""
+    params = WEATHER["function"]["parameters"]
+    out = model.generate(MSG, tools=[WEATHER, TIME], tool_choice=FORCE, seed=3, max_denoising_steps=4)
+    assert out.tool_calls[0].name == "get_weather" and out.texts[0] == out.tool_calls[0].arguments
+    jsonschema.validate(json.loads(out.texts[0]), params)
+    tools = [WEATHER, TIME, SEARCH]
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
+    out = model.generate([MSG, MSG], tools=tools, tool_choice="required", seed=[0, 1], max_denoising_steps=4)
+    for call in out.tool_calls:
+        jsonschema.validate(json.loads(call.arguments), schemas[call.name])
+    with running_server(model, ServerSettings(port=0, model_name=NAME)) as (url, _):
+        client = OpenAI(base_url=f"{url}/v1", api_key="unused")
+        served = client.chat.completions.create(
+            model=NAME, messages=MSG, tools=tools, tool_choice="required", seed=0,
+            extra_body={"max_denoising_steps": 4},
+        )  # fmt: skip
+    (call,) = served.choices[0].message.tool_calls
+    assert (call.function.name, call.function.arguments) == (
+        out.tool_calls[0].name,
+        out.tool_calls[0].arguments,
+    )
+    with pytest.raises(ValueError, match="tool_choice"):
+        model.generate(MSG, tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "nope"}})

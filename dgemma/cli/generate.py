@@ -48,6 +48,17 @@ def add_parsers(sub) -> None:
         help="JSON Schema file: output always parses and validates",
     )
     gen.add_argument(
+        "--tools",
+        default=None,
+        metavar="FILE",
+        help="JSON list of OpenAI-style function tools; with --tool-choice, prints one call per prompt",
+    )
+    gen.add_argument(
+        "--tool-choice",
+        default="required",
+        help="'required' (the model picks a tool) or a function name (default: required)",
+    )
+    gen.add_argument(
         "--json-object",
         action="store_true",
         help="print each answer as a JSON object (as written, repaired, or wrapped: docs/structured.md)",
@@ -83,9 +94,34 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise ValueError(f"`max_new_tokens` must be a positive integer, got {args.max_new_tokens}")
     schema = _read_schema(args) if args.json_schema else None
+    tools = _read_json_file(args.tools, "--tools") if args.tools else None
+    if tools is not None and (
+        schema is not None or args.json_object or args.show_steps or args.mode != "diffusion"
+    ):
+        raise ValueError(
+            "`--tools` works in diffusion mode, without --json-schema, --json-object and --show-steps"
+        )
     if args.json_object and (schema is not None or args.show_steps):
         raise ValueError("`--json-object` works without --json-schema and --show-steps")
     model = dgemma.load(args.model, dtype=args.dtype, device=args.device, compile=args.compile)
+    if tools is not None:
+        choice = args.tool_choice
+        if choice != "required":
+            choice = {"type": "function", "function": {"name": choice}}
+        out = model.generate(
+            prompts,
+            tools=tools,
+            tool_choice=choice,
+            seed=args.seed,
+            raw=args.raw,
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            **sampler_overrides(args),
+        )
+        calls = [{"name": c.name, "arguments": json.loads(c.arguments)} for c in out.tool_calls]
+        for call in calls if not args.json else [calls[0] if len(calls) == 1 else {"results": calls}]:
+            print(json.dumps(call, ensure_ascii=False))
+        return 0
     if schema is not None:
         out = model.generate(
             prompts,
@@ -118,6 +154,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.json or not args.show_steps:
         _print_outputs(out, args.json)
     return 0
+
+
+def _read_json_file(path: str, flag: str):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except OSError as err:
+        raise ValueError(f"{flag} {path}: {err.strerror}") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{flag} {path}: not valid JSON ({err})") from None
 
 
 def _read_schema(args: argparse.Namespace):

@@ -35,6 +35,7 @@ class GenerationOutput:
     finish_reasons: list[FinishReason]
     stats: list[RowStats]
     logprobs: list[list[TokenLogprob] | None] | None = None  # per prompt, when asked for
+    tool_calls: list[Any] | None = None  # per prompt, a generation.tools.ToolCall with `tools=`
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 from dgemma.api import Model
 from dgemma.engine.request import MAX_TOP_LOGPROBS, Request
 from dgemma.generation.prompts import SAMPLER_FIELDS, SEED_RANGE, FieldError, RequestBuilder
+from dgemma.generation.tools import call_schema, choice_schema, forced_tools
 from dgemma.server.fields import ApiError, bool_field, dict_field, int_field, is_ids, is_number
-from dgemma.server.tools import call_schema, choice_schema, forced_tools
 from dgemma.structured.generate import JsonJob, JsonPlan
 from dgemma.text import check_messages
 
@@ -107,7 +107,7 @@ def parse_chat(body: Any, model: Model, name: str, capacity: int) -> Job:
     prompt = _checked(lambda: builder.prompt_ids(flat, field="messages"))
     length_field = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     limit = int_field(body, "max_completion_tokens", 1) or int_field(body, "max_tokens", 1)
-    tools = forced_tools(body)
+    tools = _checked(lambda: forced_tools(body))
     if tools is not None and body.get("response_format") is not None:
         raise ApiError(400, "`response_format` and a forced tool call cannot be combined", "response_format")
     stages = None
