@@ -90,9 +90,9 @@ class Model:
     def config(self) -> ModelConfig:
         return self.model.config
 
-    def tokenize(self, prompts: Any, raw: bool = False) -> list[list[int]]:
+    def tokenize(self, prompts: Any, raw: bool = False, tools: list | None = None) -> list[list[int]]:
         """Prompts (text, chat messages, or token ids; one or many) as lists of token ids."""
-        return [self.builder.prompt_ids(p, raw) for p in _as_prompt_list(prompts)]
+        return [self.builder.prompt_ids(p, raw, tools=tools) for p in _as_prompt_list(prompts)]
 
     def requests(
         self,
@@ -172,7 +172,7 @@ class Model:
                 raise ValueError(
                     "`tools` take neither `json_schema` nor `json_object`, and need diffusion mode"
                 )
-            prompt_ids = self.tokenize(prompts, kwargs.pop("raw", False))
+            prompt_ids = self.tokenize(prompts, kwargs.pop("raw", False), tools)
             return run_tool_calls(
                 self.model,
                 self.builder,

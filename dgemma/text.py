@@ -86,8 +86,11 @@ class TextCodec:
     def has_chat_template(self) -> bool:
         return self._template is not None
 
-    def render_chat(self, messages: list[Message], add_generation_prompt: bool = True) -> str:
-        """The chat template applied to messages, as text."""
+    def render_chat(
+        self, messages: list[Message], add_generation_prompt: bool = True, tools: list | None = None
+    ) -> str:
+        """The chat template applied to messages (and the request's `tools`, which templates that
+        know tools render, as transformers' apply_chat_template passes them), as text."""
         check_messages(messages)
         if self._template is None:
             raise ValueError(
@@ -97,6 +100,7 @@ class TextCodec:
         try:
             return self._template.render(
                 messages=messages,
+                tools=tools,
                 add_generation_prompt=add_generation_prompt,
                 bos_token=self.special.bos_token or "",
                 eos_token=self.special.eos_token or "",
@@ -108,10 +112,12 @@ class TextCodec:
             # a template that computes past the sandbox's limits (e.g. range() over 100,000 items)
             raise ValueError(f"the chat template failed: {type(err).__name__}: {str(err)[:200]}") from None
 
-    def encode_chat(self, messages: list[Message], add_generation_prompt: bool = True) -> list[int]:
+    def encode_chat(
+        self, messages: list[Message], add_generation_prompt: bool = True, tools: list | None = None
+    ) -> list[int]:
         # the template writes the special tokens itself, so the tokenizer must not add them again
         return self.tokenizer.encode(
-            self.render_chat(messages, add_generation_prompt), add_special_tokens=False
+            self.render_chat(messages, add_generation_prompt, tools), add_special_tokens=False
         ).ids
 
     def encode_plain(self, text: str) -> list[int]:
@@ -145,6 +151,8 @@ def check_messages(messages: Any) -> None:
                 f"`messages[{i}].role` must be one of {', '.join(_ROLES)}, got {msg.get('role')!r}"
             )
         content = msg.get("content")
+        if content is None and msg["role"] == "assistant" and msg.get("tool_calls"):
+            continue  # a turn that only calls tools
         if not isinstance(content, str | list) or (
             isinstance(content, str) and not content.strip() and msg["role"] == "user"
         ):

@@ -187,3 +187,54 @@ def test_python_api_calls_tools_as_the_server_does(model):
     )
     with pytest.raises(ValueError, match="tool_choice"):
         model.generate(MSG, tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "nope"}})
+
+
+TOOL_TEMPLATE = (
+    "{{ bos_token }}{% if tools %}<start_of_turn>system\n{% for t in tools %}{{ t.function.name }};{% endfor %}"
+    "<end_of_turn>\n{% endif %}{% for m in messages %}<start_of_turn>{{ m.role }}\n"
+    "{% if m.tool_calls %}{% for c in m.tool_calls %}call {{ c.function.name }}({{ c.function.arguments }}){% endfor %}"
+    "{% elif m.role == 'tool' %}result[{{ m.tool_call_id }}] {{ m.content }}{% else %}{{ m.content }}{% endif %}"
+    "<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
+def test_a_multi_turn_tool_exchange_renders_calls_results_and_tools(checkpoint, tmp_path):
+    """The SDK's history of a call and its result reaches the chat template whole: the declared
+    tools, the assistant's call, the tool's result with its call id."""
+    import shutil
+
+    import dgemma
+
+    directory = tmp_path / "tools"
+    shutil.copytree(checkpoint[0], directory)
+    (directory / "chat_template.jinja").write_text(TOOL_TEMPLATE)
+    model = dgemma.load(directory)
+    first = [{"role": "user", "content": "weather in Paris?"}]
+    with running_server(model, ServerSettings(port=0, model_name=NAME)) as (url, _):
+        client = OpenAI(base_url=f"{url}/v1", api_key="unused")
+        out = client.chat.completions.create(
+            model=NAME, messages=first, tools=[WEATHER, TIME], tool_choice=FORCE, seed=0,
+            extra_body={"max_denoising_steps": 4},
+        )  # fmt: skip
+        message = out.choices[0].message
+        (call,) = message.tool_calls
+        history = [
+            *first,
+            message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": '{"temp": 21}'},
+        ]
+        again = client.chat.completions.create(
+            model=NAME, messages=history, tools=[WEATHER, TIME], tool_choice="none", seed=0, max_tokens=4
+        )
+        assert again.choices[0].finish_reason in ("stop", "length")
+    rendered = model.codec.render_chat(
+        [{"role": "user", "content": "weather in Paris?"},
+         {"role": "assistant", "content": "", "tool_calls": [call.model_dump()]},
+         {"role": "tool", "content": '{"temp": 21}', "tool_call_id": call.id}],
+        tools=[WEATHER, TIME],
+    )  # fmt: skip
+    assert "get_weather;get_time;" in rendered and f"call get_weather({call.function.arguments})" in rendered
+    assert f"result[{call.id}] " in rendered
+    assert again.usage.prompt_tokens == len(
+        model.codec.tokenizer.encode(rendered, add_special_tokens=False).ids
+    )

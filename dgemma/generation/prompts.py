@@ -121,7 +121,9 @@ class RequestBuilder:
     def with_capacity(self, capacity: int, context: str = "this server's context") -> RequestBuilder:
         return dataclasses.replace(self, capacity=capacity, context=context)
 
-    def prompt_ids(self, prompt: Any, raw: bool = False, field: str = "prompts") -> list[int]:
+    def prompt_ids(
+        self, prompt: Any, raw: bool = False, field: str = "prompts", tools: list | None = None
+    ) -> list[int]:
         """One prompt as token ids: a string (through the chat template as one user turn unless
         `raw`), a chat (a list of {role, content}), or token ids (checked against the vocabulary)."""
         if isinstance(prompt, str):
@@ -140,7 +142,7 @@ class RequestBuilder:
             if self.codec is None or not self.codec.has_chat_template:
                 raise FieldError("this checkpoint has no chat template; chat messages need one", field)
             try:
-                return self.codec.encode_chat(list(prompt))
+                return self.codec.encode_chat(list(prompt), tools=tools)
             except ValueError as err:
                 raise FieldError(str(err), field) from None
         ids = list(prompt) if isinstance(prompt, list | tuple) else None

@@ -104,10 +104,11 @@ def parse_chat(body: Any, model: Model, name: str, capacity: int) -> Job:
         raise ApiError(400, f"model {name!r} has no chat template; use /v1/completions", "messages")
     builder = model.builder.with_capacity(capacity)
     flat = [_flatten(i, m) for i, m in enumerate(messages)]
-    prompt = _checked(lambda: builder.prompt_ids(flat, field="messages"))
+    tools = _checked(lambda: forced_tools(body))
+    declared = body.get("tools") or None  # rendered by templates that know tools
+    prompt = _checked(lambda: builder.prompt_ids(flat, field="messages", tools=declared))
     length_field = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     limit = int_field(body, "max_completion_tokens", 1) or int_field(body, "max_tokens", 1)
-    tools = _checked(lambda: forced_tools(body))
     if tools is not None and body.get("response_format") is not None:
         raise ApiError(400, "`response_format` and a forced tool call cannot be combined", "response_format")
     stages = None
@@ -333,7 +334,19 @@ def _flatten(index: int, message: dict) -> dict:
         content = "".join(texts)
     if content is None:
         content = ""
-    return {"role": message["role"], "content": content}
+    flat = {"role": message["role"], "content": content}
+    # a turn of a tool exchange keeps what templates render: the calls made, whose result this is
+    calls = message.get("tool_calls")
+    if calls is not None:
+        if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
+            raise ApiError(400, f"`messages[{index}].tool_calls` must be a list of calls", "messages")
+        flat["tool_calls"] = calls
+    for key in ("tool_call_id", "name"):
+        if message.get(key) is not None:
+            if not isinstance(message[key], str):
+                raise ApiError(400, f"`messages[{index}].{key}` must be a string", "messages")
+            flat[key] = message[key]
+    return flat
 
 
 def _completion_prompts(prompt: Any, builder: RequestBuilder) -> list[list[int]]:
