@@ -13,6 +13,15 @@ from dgemma.sampling.constraints import CanvasConstraint
 MAX_TOP_LOGPROBS = 20
 
 
+def top_logprobs_problem(value: object, field: str = "logprobs") -> str | None:
+    """Why `value` is not None or an alternatives count in [0, MAX_TOP_LOGPROBS], else None."""
+    if value is None or (
+        isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOP_LOGPROBS
+    ):
+        return None
+    return f"`{field}` must be an integer in [0, {MAX_TOP_LOGPROBS}], got {value!r}"[:200]
+
+
 @dataclass(frozen=True)
 class Request:
     prompt: list[int]
@@ -39,14 +48,8 @@ class Request:
             raise ValueError(f"`max_new_tokens` must be a positive integer, got {self.max_new_tokens!r}")
         if self.temperature < 0 or not math.isfinite(self.temperature):
             raise ValueError(f"`temperature` must be a finite number >= 0, got {self.temperature!r}")
-        if self.logprobs is not None and (
-            isinstance(self.logprobs, bool)
-            or not isinstance(self.logprobs, int)
-            or not 0 <= self.logprobs <= MAX_TOP_LOGPROBS
-        ):
-            raise ValueError(
-                f"`logprobs` must be an integer in [0, {MAX_TOP_LOGPROBS}], got {self.logprobs!r}"[:200]
-            )
+        if (problem := top_logprobs_problem(self.logprobs)) is not None:
+            raise ValueError(problem)
         for name, table in (("fixed", self.fixed or {}), ("allowed", self.allowed or {})):
             for pos in table:
                 if not 0 <= pos < self.max_new_tokens:

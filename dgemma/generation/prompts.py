@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dgemma.config import GenerationDefaults, SamplerConfig
-from dgemma.engine.request import MAX_TOP_LOGPROBS, Request
+from dgemma.engine.request import Request, top_logprobs_problem
 from dgemma.structured.generate import DEFAULT_ROUNDS, JsonJob, JsonPlan, plan_json
 from dgemma.structured.slots import DEFAULT_STRING_TOKENS
 from dgemma.text import TextCodec
@@ -48,12 +48,8 @@ class FieldError(ValueError):
 
 def check_top_logprobs(value: Any, field: str = "logprobs") -> None:
     """None (no log-probabilities) or how many alternatives to report per token."""
-    if value is not None and (
-        isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOP_LOGPROBS
-    ):
-        raise FieldError(
-            f"`{field}` must be an integer in [0, {MAX_TOP_LOGPROBS}], got {value!r}"[:200], field
-        )
+    if (problem := top_logprobs_problem(value, field)) is not None:
+        raise FieldError(problem, field)
 
 
 def seeds_for(seed: int | Sequence[int] | None, n: int) -> list[int]:

@@ -19,7 +19,7 @@ from typing import Any
 from dgemma.generation.prompts import FieldError, RequestBuilder
 from dgemma.generation.run import GenerationOutput, run_json
 from dgemma.model import DiffusionGemma
-from dgemma.structured.generate import JsonJob
+from dgemma.structured.generate import JsonJob, JsonPlan
 
 MAX_TOOLS = 128
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -104,6 +104,35 @@ class ToolCall:
     arguments: str  # JSON text that validates against the function's parameters
 
 
+def check_stages(
+    builder: RequestBuilder,
+    prompts: list[list[int]],
+    stages: dict[str, JsonPlan],
+    cap: int | None,
+    length_field: str = "max_new_tokens",
+) -> None:
+    """Before any work: every second stage fits under the length cap and in the context."""
+    for stage in stages.values():
+        builder.json_jobs(prompts, stage, max_new_tokens=cap, length_field=length_field)
+
+
+def second_stage(job: JsonJob, name: str, stages: dict[str, JsonPlan]) -> JsonJob:
+    """The job that writes `name`'s arguments after the first stage chose it: same prompt, seed
+    and settings; its stats continue the first stage's (one choice's figures over both)."""
+    follow = JsonJob(stages[name], job.base, job.max_rounds)
+    follow.stats = job.stats
+    return follow
+
+
+def chosen_name(text: str) -> str:
+    return json.loads(text)["name"]
+
+
+def arguments_of(text: str) -> str:
+    """The arguments of a second stage's `{"name": ..., "arguments": ...}` as JSON text."""
+    return json.dumps(json.loads(text)["arguments"], ensure_ascii=False)
+
+
 def run_tool_calls(
     model: DiffusionGemma,
     builder: RequestBuilder,
@@ -122,22 +151,10 @@ def run_tool_calls(
         return out
     plan = builder.json_plan(choice_schema(tools), max_string_tokens, "tools")
     stages = {t.name: builder.json_plan(call_schema(t), max_string_tokens, "tools") for t in tools}
+    check_stages(builder, prompts, stages, settings.get("max_new_tokens"))
     first = builder.json_jobs(prompts, plan, rounds, **settings)
-    names = [json.loads(text)["name"] for text in run_json(model, first).texts]
-    second = []
-    for job, name in zip(first, names, strict=True):
-        layout = len(stages[name].tokens)  # the second stage must fit the cap and the context
-        cap = settings.get("max_new_tokens")
-        if cap is not None and cap < layout:
-            raise FieldError(
-                f"the call to {name!r} lays out to {layout} tokens; `max_new_tokens` is {cap}",
-                "max_new_tokens",
-            )
-        builder.requests([job.base.prompt], max_new_tokens=layout, length_field="max_new_tokens")
-        follow = JsonJob(stages[name], job.base, job.max_rounds)
-        follow.stats = job.stats  # one prompt's figures over both stages
-        second.append(follow)
-    out = run_json(model, second)
-    out.texts = [json.dumps(json.loads(text)["arguments"], ensure_ascii=False) for text in out.texts]
+    names = [chosen_name(text) for text in run_json(model, first).texts]
+    out = run_json(model, [second_stage(job, name, stages) for job, name in zip(first, names, strict=True)])
+    out.texts = [arguments_of(text) for text in out.texts]
     out.tool_calls = [ToolCall(name, text) for name, text in zip(names, out.texts, strict=True)]
     return out

@@ -74,8 +74,14 @@ class DgemmaServer:
             Route("/v1/models", self.models, methods=["GET"]),
             Route("/v1/models/{model_id:path}", self.model_info, methods=["GET"]),
             Route("/tokenizer_info", self.tokenizer_info, methods=["GET"]),
-            Route("/tokenize", self._tokenizer_route(tokenize), methods=["POST"]),
-            Route("/detokenize", self._tokenizer_route(detokenize), methods=["POST"]),
+            Route(
+                "/tokenize",
+                self._tokenizer_route(lambda body: tokenize(body, model, self.worker.capacity)),
+                methods=["POST"],
+            ),
+            Route(
+                "/detokenize", self._tokenizer_route(lambda body: detokenize(body, model)), methods=["POST"]
+            ),
             Route("/health", self.health, methods=["GET"]),
             Route("/metrics", self.metrics_text, methods=["GET"]),
         ]
@@ -112,14 +118,13 @@ class DgemmaServer:
         self._authorize(request)
         return self._count("/tokenizer_info", JSONResponse(tokenizer_info(self.model, self.worker.capacity)))
 
-    def _tokenizer_route(self, work: Callable[..., dict]):
+    def _tokenizer_route(self, work: Callable[[Any], dict]):
         async def handle(request: HttpRequest) -> Response:
             self._authorize(request)
             body = await self._json(request)
-            args = (body, self.model, self.worker.capacity) if work is tokenize else (body, self.model)
             try:
                 result = await asyncio.wait_for(
-                    asyncio.to_thread(work, *args), timeout=self.settings.parse_timeout
+                    asyncio.to_thread(work, body), timeout=self.settings.parse_timeout
                 )
             except TimeoutError:
                 raise ApiError(

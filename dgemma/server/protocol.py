@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from dgemma.api import Model
 from dgemma.engine.request import MAX_TOP_LOGPROBS, Request
 from dgemma.generation.prompts import SAMPLER_FIELDS, SEED_RANGE, FieldError, RequestBuilder
-from dgemma.generation.tools import call_schema, choice_schema, forced_tools
+from dgemma.generation.tools import call_schema, check_stages, choice_schema, forced_tools
 from dgemma.server.fields import ApiError, bool_field, dict_field, int_field, is_ids, is_number
 from dgemma.structured.generate import JsonJob, JsonPlan
 from dgemma.text import check_messages
@@ -127,12 +127,8 @@ def parse_chat(body: Any, model: Model, name: str, capacity: int) -> Job:
     job = _job(JobKind.CHAT, body, builder, name, [prompt], limit, "messages", plan, length_field, top)
     job.tool_name = tools[0].name if tools is not None and len(tools) == 1 else None
     job.tool_plans = stages
-    for stage in (stages or {}).values():  # every second stage must fit the context and the cap
-        _checked(
-            lambda stage=stage: builder.json_jobs(
-                [prompt], stage, max_new_tokens=limit, length_field=length_field
-            )
-        )
+    if stages is not None:
+        _checked(lambda: check_stages(builder, [prompt], stages, limit, length_field))
     fmt = body.get("response_format")
     job.json_object = isinstance(fmt, dict) and fmt.get("type") == "json_object"
     return job

@@ -17,13 +17,13 @@ from typing import Any
 from starlette.requests import Request as HttpRequest
 
 from dgemma.engine.events import CommitEvent, DraftEvent, FailEvent, FinishEvent
+from dgemma.generation.tools import arguments_of, chosen_name, second_stage
 from dgemma.server.choice import ChoiceText
 from dgemma.server.fields import ApiError
 from dgemma.server.metrics import ServerMetrics
 from dgemma.server.protocol import Job, JobKind
 from dgemma.server.responses import ChunkWriter, full_response
 from dgemma.server.worker import EngineWorker, QueueFull, ShuttingDown
-from dgemma.structured.generate import JsonJob
 from dgemma.text import TextCodec
 
 
@@ -140,16 +140,14 @@ class Run:
             return []
         text = job.text()
         if self.job.tool_plans is not None and choice.tool_name is None:  # the name is chosen
-            choice.tool_name = json.loads(text)["name"]
-            second = JsonJob(self.job.tool_plans[choice.tool_name], job.base, job.max_rounds)
-            second.stats = job.stats  # one choice's figures over both stages
-            self.job.json_jobs[i] = second
+            choice.tool_name = chosen_name(text)
+            second = self.job.json_jobs[i] = second_stage(job, choice.tool_name, self.job.tool_plans)
             (ticket,) = self.worker.submit([second.request()], False, self.sink, force=True)
             self.tickets[i] = ticket
             self.index[ticket] = i
             return []
         if self.job.tool_plans is not None:  # the second stage: {"name": ..., "arguments": ...}
-            text = json.dumps(json.loads(text)["arguments"], ensure_ascii=False)
+            text = arguments_of(text)
         else:
             choice.tool_name = self.job.tool_name
         self._first_canvas()
