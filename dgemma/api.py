@@ -24,6 +24,7 @@ from dgemma.engine.results import Completion, TokenLogprob
 from dgemma.generation import infill as infilling
 from dgemma.generation import run
 from dgemma.generation.prompts import RequestBuilder, check_top_logprobs
+from dgemma.generation.reasoning import ReasoningFormat
 from dgemma.generation.run import GenerationOutput, Mode
 from dgemma.generation.tools import forced_tools, run_tool_calls
 from dgemma.model import DiffusionGemma, load_model
@@ -85,14 +86,26 @@ class Model:
             model.config.canvas_length,
             model.config.max_position_embeddings,
         )
+        # the reasoning channel of the checkpoint's chat format, None without a thinking switch
+        self.reasoning = ReasoningFormat.of(codec)
 
     @property
     def config(self) -> ModelConfig:
         return self.model.config
 
-    def tokenize(self, prompts: Any, raw: bool = False, tools: list | None = None) -> list[list[int]]:
-        """Prompts (text, chat messages, or token ids; one or many) as lists of token ids."""
-        return [self.builder.prompt_ids(p, raw, tools=tools) for p in _as_prompt_list(prompts)]
+    def tokenize(
+        self,
+        prompts: Any,
+        raw: bool = False,
+        tools: list | None = None,
+        chat_template_kwargs: dict[str, Any] | None = None,
+    ) -> list[list[int]]:
+        """Prompts (text, chat messages, or token ids; one or many) as lists of token ids;
+        `chat_template_kwargs` are extra chat-template variables (`enable_thinking`)."""
+        return [
+            self.builder.prompt_ids(p, raw, tools=tools, template_kwargs=chat_template_kwargs)
+            for p in _as_prompt_list(prompts)
+        ]
 
     def requests(
         self,
@@ -103,11 +116,12 @@ class Model:
         temperature: float | None = None,
         eos_token_ids: Sequence[int] | None = None,
         logprobs: int | None = None,
+        chat_template_kwargs: dict[str, Any] | None = None,
         **sampler_overrides: Any,
     ) -> list[Request]:
         """Engine requests for prompts, by the rules of `dgemma.generation.prompts` (the server's too)."""
         return self.builder.requests(
-            self.tokenize(prompts, raw),
+            self.tokenize(prompts, raw, chat_template_kwargs=chat_template_kwargs),
             max_new_tokens=max_new_tokens,
             seed=seed,
             temperature=temperature,
@@ -132,6 +146,8 @@ class Model:
         json_object: bool = False,
         tools: list[dict[str, Any]] | None = None,
         tool_choice: Any = None,
+        enable_thinking: bool | None = None,
+        chat_template_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> GenerationOutput:
         """Generate for one prompt or a batch.
@@ -163,16 +179,23 @@ class Model:
             json_object: turn each answer into a JSON object (the object the model wrote, else one
                 json-repair recovers, else {"text": answer}: docs/structured.md); `token_ids` stay
                 the model's tokens.
+            enable_thinking: the chat template's thinking switch (Gemma 4: on writes `<|think|>`
+                into the system turn, off closes the prompt with an empty thought block; default:
+                the template's own). The reasoning block the model writes is never part of
+                `out.texts`: it is in `out.reasoning` (docs/thinking.md).
+            chat_template_kwargs: extra variables for the chat template, as transformers'
+                apply_chat_template takes them.
             **sampler_overrides: max_denoising_steps, entropy_bound, t_min, t_max, stability_threshold,
                 confidence_threshold.
         """
         called = forced_tools({"tools": tools, "tool_choice": tool_choice}) if tools or tool_choice else None
+        template = self._template_kwargs(enable_thinking, chat_template_kwargs)
         if called is not None:
             if json_schema is not None or json_object or _mode(mode) is not Mode.DIFFUSION:
                 raise ValueError(
                     "`tools` take neither `json_schema` nor `json_object`, and need diffusion mode"
                 )
-            prompt_ids = self.tokenize(prompts, kwargs.pop("raw", False), tools)
+            prompt_ids = self.tokenize(prompts, kwargs.pop("raw", False), tools, template)
             return run_tool_calls(
                 self.model,
                 self.builder,
@@ -189,10 +212,14 @@ class Model:
         if json_schema is not None:
             if _mode(mode) is not Mode.DIFFUSION:
                 raise ValueError("`json_schema` needs diffusion mode: the layout is clamped into the canvas")
-            return run.run_json(
-                self.model, self.json_jobs(prompts, json_schema, json_rounds, max_string_tokens, **kwargs)
+            jobs = self.json_jobs(
+                prompts, json_schema, json_rounds, max_string_tokens, chat_template_kwargs=template, **kwargs
             )
-        out = run.texts(self.codec, run.complete(self.model, self.requests(prompts, **kwargs), _mode(mode)))
+            return run.run_json(self.model, jobs)
+        requests = self.requests(prompts, chat_template_kwargs=template, **kwargs)
+        out = run.texts(self.codec, run.complete(self.model, requests, _mode(mode)))
+        if self.reasoning is not None and not kwargs.get("raw"):
+            run.split_reasoning(out, self.codec, self.reasoning, [r.prompt for r in requests])
         if json_object:
             out.texts = [as_json_object(text)[0] for text in out.texts]
         return out
@@ -208,12 +235,13 @@ class Model:
         seed: int | Sequence[int] | None = 0,
         temperature: float | None = None,
         eos_token_ids: Sequence[int] | None = None,
+        chat_template_kwargs: dict[str, Any] | None = None,
         **sampler_overrides: Any,
     ) -> list[JsonJob]:
         """One structured-output job per prompt (`max_new_tokens` caps the schema's layout)."""
         plan = self.builder.json_plan(json_schema, max_string_tokens)
         return self.builder.json_jobs(
-            self.tokenize(prompts, raw),
+            self.tokenize(prompts, raw, chat_template_kwargs=chat_template_kwargs),
             plan,
             json_rounds,
             max_new_tokens=max_new_tokens,
@@ -231,9 +259,29 @@ class Model:
         """Regenerate text[start:end] in place, keeping the rest byte for byte (`dgemma.generation.infill`)."""
         return infilling.edit(self.model, self.builder, text, start, end, length, **kwargs)
 
-    def finish(self, completions: list[Completion]) -> GenerationOutput:
-        """Completions (e.g. from the Done event of `stream`) as text."""
-        return run.texts(self.codec, completions)
+    def finish(
+        self, completions: list[Completion], prompts: list[list[int]] | None = None
+    ) -> GenerationOutput:
+        """Completions (e.g. from the Done event of `stream`) as text; with their `prompts` (token
+        ids, as `tokenize` gives them), any reasoning is split off into `out.reasoning`."""
+        out = run.texts(self.codec, completions)
+        if self.reasoning is not None and prompts is not None:
+            run.split_reasoning(out, self.codec, self.reasoning, prompts)
+        return out
+
+    def _template_kwargs(
+        self, enable_thinking: bool | None, kwargs: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        if enable_thinking is None:
+            return kwargs
+        if not isinstance(enable_thinking, bool):
+            raise ValueError(f"`enable_thinking` must be true or false, got {enable_thinking!r}")
+        if self.reasoning is None:
+            raise ValueError(
+                "`enable_thinking`: this checkpoint's chat template has no thinking switch "
+                "(no reasoning block it opens or closes)"
+            )
+        return {**(kwargs or {}), "enable_thinking": enable_thinking}
 
     @torch.inference_mode()
     def score(self, texts: Any, top: int = 0, raw: bool = True) -> list[list[TokenLogprob | None]]:

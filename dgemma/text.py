@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2.ext import Extension
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer
 
@@ -21,6 +22,11 @@ from dgemma.config.files import CheckpointError, inside, read_json
 
 Message = dict[str, Any]
 _ROLES = ("system", "user", "assistant", "tool", "developer")
+# names a message's reasoning goes by; templates read `reasoning_content` (gpt-oss: `thinking`),
+# so both are filled from whichever the caller set, as transformers fills them
+REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
+# what the renderer itself passes; `chat_template_kwargs` cannot replace these
+_RESERVED = frozenset({"messages", "tools", "add_generation_prompt", "bos_token", "eos_token", "pad_token"})
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,7 @@ class TextCodec:
         self._template = None
         if chat_template is not None:
             env = ImmutableSandboxedEnvironment(
-                trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+                trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols", _Generation]
             )
             env.filters["tojson"] = _tojson
             env.globals["raise_exception"] = _raise_exception
@@ -87,11 +93,17 @@ class TextCodec:
         return self._template is not None
 
     def render_chat(
-        self, messages: list[Message], add_generation_prompt: bool = True, tools: list | None = None
+        self,
+        messages: list[Message],
+        add_generation_prompt: bool = True,
+        tools: list | None = None,
+        template_kwargs: dict[str, Any] | None = None,
     ) -> str:
         """The chat template applied to messages (and the request's `tools`, which templates that
-        know tools render, as transformers' apply_chat_template passes them), as text."""
+        know tools render), as text, the way transformers' apply_chat_template renders it.
+        `template_kwargs` are extra template variables (`enable_thinking`, say)."""
         check_messages(messages)
+        extra = check_template_kwargs(template_kwargs)
         if self._template is None:
             raise ValueError(
                 "this checkpoint has no chat template; send the text as is "
@@ -99,7 +111,8 @@ class TextCodec:
             )
         try:
             return self._template.render(
-                messages=messages,
+                **extra,
+                messages=[_alias_reasoning(m) for m in messages],
                 tools=tools,
                 add_generation_prompt=add_generation_prompt,
                 bos_token=self.special.bos_token or "",
@@ -113,12 +126,15 @@ class TextCodec:
             raise ValueError(f"the chat template failed: {type(err).__name__}: {str(err)[:200]}") from None
 
     def encode_chat(
-        self, messages: list[Message], add_generation_prompt: bool = True, tools: list | None = None
+        self,
+        messages: list[Message],
+        add_generation_prompt: bool = True,
+        tools: list | None = None,
+        template_kwargs: dict[str, Any] | None = None,
     ) -> list[int]:
         # the template writes the special tokens itself, so the tokenizer must not add them again
-        return self.tokenizer.encode(
-            self.render_chat(messages, add_generation_prompt, tools), add_special_tokens=False
-        ).ids
+        text = self.render_chat(messages, add_generation_prompt, tools, template_kwargs)
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
 
     def encode_plain(self, text: str) -> list[int]:
         """Text as token ids with no special tokens added (for pieces placed inside a sequence)."""
@@ -159,5 +175,47 @@ def check_messages(messages: Any) -> None:
             raise ValueError(f"`messages[{i}].content` must be non-empty text")
 
 
-def _tojson(value: Any, indent: int | None = None) -> str:
-    return json.dumps(value, ensure_ascii=False, indent=indent)
+def check_template_kwargs(kwargs: Any) -> dict[str, Any]:
+    """`chat_template_kwargs`: an object of extra template variables, none of the renderer's own."""
+    if kwargs is None:
+        return {}
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) and k.isidentifier() for k in kwargs):
+        raise ValueError("`chat_template_kwargs` must be an object whose keys are variable names")
+    taken = sorted(_RESERVED & set(kwargs))
+    if taken:
+        raise ValueError(f"`chat_template_kwargs` cannot set {taken[0]!r}; it has its own field")
+    return kwargs
+
+
+def _alias_reasoning(message: Message) -> Message:
+    reasoning = next((message[k] for k in REASONING_FIELDS if message.get(k) is not None), None)
+    if reasoning is None:
+        return message
+    return {"thinking": reasoning, **message, "reasoning_content": reasoning}
+
+
+class _Generation(Extension):
+    """`{% generation %}...{% endgeneration %}` (templates that mark assistant tokens for training
+    masks): rendered as its body."""
+
+    tags = {"generation"}
+
+    def parse(self, parser):
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return jinja2.nodes.CallBlock(self.call_method("_body"), [], [], body).set_lineno(lineno)
+
+    def _body(self, caller):
+        return caller()
+
+
+def _tojson(
+    value: Any,
+    ensure_ascii: bool = False,
+    indent: int | None = None,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
+    return json.dumps(
+        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )

@@ -5,11 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from tests.reference import build_reference
 
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"]  # ids 0..4
+TEMPLATES = Path(__file__).with_name("data") / "chat_templates"
+# the special tokens Gemma 4's chat template writes (tests/data/chat_templates/gemma4.jinja)
+GEMMA4_SPECIALS = [
+    "<|turn>", "<turn|>", "<|think|>", "<|channel>", "<channel|>", "<|tool>", "<tool|>", "<|tool_call>",
+    "<tool_call|>", "<|tool_response>", "<tool_response|>", '<|"|>', "<|image|>", "<|audio|>", "<|video|>",
+]  # fmt: skip
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}<start_of_turn>{{ message['role'] }}\n"
     "{{ message['content'] }}<end_of_turn>\n{% endfor %}"
@@ -24,7 +30,7 @@ CORPUS = [
 ]
 
 
-def train_tokenizer(vocab_size: int) -> Tokenizer:
+def train_tokenizer(vocab_size: int, extra_specials: list[str] = ()) -> Tokenizer:
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -35,21 +41,28 @@ def train_tokenizer(vocab_size: int) -> Tokenizer:
         show_progress=False,
     )
     tok.train_from_iterator(CORPUS * 4, trainer)
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in extra_specials])
     tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
     return tok
 
 
 def make_checkpoint(
-    directory: Path, seed: int = 0, canvas_length: int = 8, eos_token_ids=(1, 4), **text_overrides
+    directory: Path,
+    seed: int = 0,
+    canvas_length: int = 8,
+    eos_token_ids=(1, 4),
+    template: str = CHAT_TEMPLATE,
+    extra_specials: list[str] = (),
+    **text_overrides,
 ):
     """Write a loadable DiffusionGemma checkpoint into `directory`; returns the reference model."""
-    tok = train_tokenizer(vocab_size=320)
+    tok = train_tokenizer(vocab_size=320, extra_specials=extra_specials)
     vocab = tok.get_vocab_size()
     ref = build_reference(
         directory, seed=seed, canvas_length=canvas_length, vocab_size=vocab, **text_overrides
     )
     tok.save(str(directory / "tokenizer.json"))
-    (directory / "chat_template.jinja").write_text(CHAT_TEMPLATE)
+    (directory / "chat_template.jinja").write_text(template)
     (directory / "tokenizer_config.json").write_text(
         json.dumps({"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>"})
     )
@@ -66,3 +79,14 @@ def make_checkpoint(
     }
     (directory / "generation_config.json").write_text(json.dumps(gen))
     return ref
+
+
+def make_gemma4_checkpoint(directory: Path, template: str = "gemma4.jinja", seed: int = 0):
+    """A tiny checkpoint with Gemma 4's chat format: its template and its special tokens; generation
+    ends at <eos> or <turn|>, as Gemma 4's does."""
+    tok = train_tokenizer(vocab_size=320, extra_specials=GEMMA4_SPECIALS)
+    end_of_turn = tok.token_to_id("<turn|>")
+    text = (TEMPLATES / template).read_text()
+    return make_checkpoint(
+        directory, seed=seed, eos_token_ids=(1, end_of_turn), template=text, extra_specials=GEMMA4_SPECIALS
+    )

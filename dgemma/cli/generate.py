@@ -63,6 +63,16 @@ def add_parsers(sub) -> None:
         action="store_true",
         help="print each answer as a JSON object (as written, repaired, or wrapped: docs/structured.md)",
     )
+    gen.add_argument(
+        "--think",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the chat template's thinking switch: --think lets the model reason first (the reasoning "
+        "is printed dimmed on stderr), --no-think turns it off (default: the template's own)",
+    )
+    gen.add_argument(
+        "--hide-reasoning", action="store_true", help="print the answer only, not the reasoning before it"
+    )
     add_sampler_flags(gen)
 
     inf = sub.add_parser("infill", help="fill the gap between a prefix and a suffix")
@@ -103,7 +113,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
         )
     if args.json_object and (schema is not None or args.show_steps):
         raise ValueError("`--json-object` works without --json-schema and --show-steps")
+    if args.think is not None and args.raw:
+        raise ValueError("`--think` / `--no-think` switch the chat template, which --raw leaves out")
     model = dgemma.load(args.model, dtype=args.dtype, device=args.device, compile=args.compile)
+    thinking = {} if args.think is None else {"enable_thinking": args.think}
+    if thinking and model.reasoning is None:
+        raise ValueError("`--think`: this checkpoint's chat template has no thinking switch")
     if tools is not None:
         choice = args.tool_choice
         if choice != "required":
@@ -112,6 +127,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             prompts,
             tools=tools,
             tool_choice=choice,
+            chat_template_kwargs=thinking or None,
             seed=args.seed,
             raw=args.raw,
             max_new_tokens=args.max_new_tokens,
@@ -126,6 +142,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         out = model.generate(
             prompts,
             json_schema=schema,
+            chat_template_kwargs=thinking or None,
             seed=args.seed,
             raw=args.raw,
             max_new_tokens=args.max_new_tokens,  # a cap: the schema's layout must fit
@@ -139,6 +156,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         seed=args.seed,
         raw=args.raw,
         temperature=args.temperature,
+        chat_template_kwargs=thinking or None,
         **sampler_overrides(args),
     )
     if args.show_steps and model.codec is not None:
@@ -146,13 +164,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
         from dgemma.cli.live import show_live
 
+        requests = model.requests(prompts, **kwargs)
         events = model.stream(prompts, mode=args.mode, drafts=True, **kwargs)
         done = show_live(events, model.codec, len(prompts), Console(stderr=args.json))
-        out = model.finish(done.completions)
+        out = model.finish(done.completions, None if args.raw else [r.prompt for r in requests])
     else:
         out = model.generate(prompts, mode=args.mode, json_object=args.json_object, **kwargs)
     if args.json or not args.show_steps:
-        _print_outputs(out, args.json)
+        _print_outputs(out, args.json, args.hide_reasoning)
     return 0
 
 
@@ -180,16 +199,28 @@ def _read_schema(args: argparse.Namespace):
     return schema
 
 
-def _print_outputs(out, as_json: bool) -> None:
+def _print_outputs(out, as_json: bool, hide_reasoning: bool = False) -> None:
+    """Each answer on stdout (JSON: with its ids and stats); reasoning, unless hidden, dimmed on
+    stderr ahead of its answer (JSON: a `reasoning` field)."""
+    reasoning = out.reasoning or [None] * len(out.texts)
     if as_json:
         results = [
             {"text": t, "token_ids": ids, "finish_reason": f.value, "stats": s.to_dict()}
             for t, ids, f, s in zip(out.texts, out.token_ids, out.finish_reasons, out.stats, strict=True)
         ]
+        for result, thought in zip(results, reasoning, strict=True):
+            if thought is not None and not hide_reasoning:
+                result["reasoning"] = thought
         print(json.dumps(results[0] if len(results) == 1 else {"results": results}))
-    else:
-        for text in out.texts:
-            print(text)
+        return
+    from rich.console import Console
+
+    err = Console(stderr=True, highlight=False)
+    for text, thought in zip(out.texts, reasoning, strict=True):
+        if thought and not hide_reasoning:
+            sys.stdout.flush()
+            err.print(thought, style="dim", markup=False)
+        print(text, flush=True)
 
 
 def _length(value: str) -> int | str:

@@ -118,10 +118,16 @@ class RequestBuilder:
         return dataclasses.replace(self, capacity=capacity, context=context)
 
     def prompt_ids(
-        self, prompt: Any, raw: bool = False, field: str = "prompts", tools: list | None = None
+        self,
+        prompt: Any,
+        raw: bool = False,
+        field: str = "prompts",
+        tools: list | None = None,
+        template_kwargs: dict[str, Any] | None = None,
     ) -> list[int]:
         """One prompt as token ids: a string (through the chat template as one user turn unless
-        `raw`), a chat (a list of {role, content}), or token ids (checked against the vocabulary)."""
+        `raw`), a chat (a list of {role, content}), or token ids (checked against the vocabulary).
+        `template_kwargs`: extra chat-template variables (`enable_thinking`)."""
         if isinstance(prompt, str):
             if self.codec is None:
                 raise FieldError(
@@ -129,18 +135,23 @@ class RequestBuilder:
                 )
             if raw and not prompt:
                 raise FieldError(f"`{field}` must not be empty", field)
-            return (
-                self.codec.encode_raw(prompt)
-                if raw
-                else self.codec.encode_chat([{"role": "user", "content": prompt}])
-            )
+            if raw:
+                return self.codec.encode_raw(prompt)
+            if not self.codec.has_chat_template:
+                raise FieldError(
+                    "this checkpoint has no chat template; send the text as is "
+                    "(Python: raw=True; CLI: --raw; server: /v1/completions)",
+                    field,
+                )
+            prompt = [{"role": "user", "content": prompt}]
         if isinstance(prompt, list | tuple) and prompt and isinstance(prompt[0], dict):
             if self.codec is None or not self.codec.has_chat_template:
                 raise FieldError("this checkpoint has no chat template; chat messages need one", field)
             try:
-                return self.codec.encode_chat(list(prompt), tools=tools)
+                return self.codec.encode_chat(list(prompt), tools=tools, template_kwargs=template_kwargs)
             except ValueError as err:
-                raise FieldError(str(err), field) from None
+                where = "chat_template_kwargs" if "`chat_template_kwargs`" in str(err) else field
+                raise FieldError(str(err), where) from None
         ids = list(prompt) if isinstance(prompt, list | tuple) else None
         if not ids or not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
             raise FieldError(f"`{field}`: a token-id prompt must be a non-empty list of integers", field)

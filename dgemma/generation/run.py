@@ -16,6 +16,7 @@ from dgemma.engine.diffusion import run_diffusion
 from dgemma.engine.events import DoneEvent, Event
 from dgemma.engine.request import Request
 from dgemma.engine.results import Completion, FinishReason, RowStats, TokenLogprob
+from dgemma.generation.reasoning import ReasoningFormat, split
 from dgemma.model import DiffusionGemma
 from dgemma.structured.generate import JsonJob
 from dgemma.text import TextCodec
@@ -36,14 +37,18 @@ class GenerationOutput:
     stats: list[RowStats]
     logprobs: list[list[TokenLogprob] | None] | None = None  # per prompt, when asked for
     tool_calls: list[Any] | None = None  # per prompt, a generation.tools.ToolCall with `tools=`
+    # per prompt, the reasoning block split off its text (None: none written), for chat prompts of a
+    # checkpoint whose template has a thinking switch
+    reasoning: list[str | None] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "texts": self.texts,
             "token_ids": self.token_ids,
             "finish_reasons": [f.value for f in self.finish_reasons],
             "stats": [s.to_dict() for s in self.stats],
         }
+        return out if self.reasoning is None else {**out, "reasoning": self.reasoning}
 
 
 def stream(
@@ -82,6 +87,18 @@ def texts(codec: TextCodec | None, completions: list[Completion]) -> GenerationO
         [c.stats for c in completions],
         [c.logprobs for c in completions] if any(c.logprobs is not None for c in completions) else None,
     )
+
+
+def split_reasoning(
+    out: GenerationOutput, codec: TextCodec, fmt: ReasoningFormat, prompts: list[list[int]]
+) -> None:
+    """Move each text's reasoning block out of `out.texts` into `out.reasoning` (`prompts`, one
+    per text, tell whether the template left a block open for the model)."""
+    parts = [
+        split(codec, fmt, ids, fmt.opens_inside(p)) for ids, p in zip(out.token_ids, prompts, strict=True)
+    ]
+    out.texts = [part.content for part in parts]
+    out.reasoning = [part.reasoning for part in parts]
 
 
 def run_json(model: DiffusionGemma, jobs: list[JsonJob]) -> GenerationOutput:

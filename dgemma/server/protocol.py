@@ -16,10 +16,11 @@ from typing import Any, TypeVar
 from dgemma.api import Model
 from dgemma.engine.request import MAX_TOP_LOGPROBS, Request
 from dgemma.generation.prompts import SAMPLER_FIELDS, SEED_RANGE, FieldError, RequestBuilder
+from dgemma.generation.reasoning import ReasoningFormat
 from dgemma.generation.tools import call_schema, check_stages, choice_schema, forced_tools
 from dgemma.server.fields import ApiError, bool_field, dict_field, int_field, is_ids, is_number
 from dgemma.structured.generate import JsonJob, JsonPlan
-from dgemma.text import check_messages
+from dgemma.text import REASONING_FIELDS, check_messages
 
 MAX_N = 16
 MAX_STOP = 4
@@ -56,6 +57,7 @@ CHAT_FIELDS = _COMMON | {
     "functions",
     "function_call",
     "parallel_tool_calls",
+    "chat_template_kwargs",
 }
 COMPLETION_FIELDS = _COMMON | {"prompt", "echo", "suffix", "best_of"}
 
@@ -85,6 +87,8 @@ class Job:
     logprobs: int | None = None  # alternatives per token to report, None for no log-probabilities
     echo: bool = False  # completions: the prompt (and its log-probabilities) ahead of the answer
     prompts: list[list[int]] = field(default_factory=list)  # token ids, per prompt
+    reasoning: ReasoningFormat | None = None  # chat: split the reasoning block off each answer
+    reasoning_inside: bool = False  # the prompt leaves a reasoning block open for the model
 
     @property
     def calls_tool(self) -> bool:
@@ -106,7 +110,10 @@ def parse_chat(body: Any, model: Model, name: str, capacity: int) -> Job:
     flat = [_flatten(i, m) for i, m in enumerate(messages)]
     tools = _checked(lambda: forced_tools(body))
     declared = body.get("tools") or None  # rendered by templates that know tools
-    prompt = _checked(lambda: builder.prompt_ids(flat, field="messages", tools=declared))
+    template = body.get("chat_template_kwargs")  # as vLLM and SGLang take them: `enable_thinking`
+    prompt = _checked(
+        lambda: builder.prompt_ids(flat, field="messages", tools=declared, template_kwargs=template)
+    )
     length_field = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     limit = int_field(body, "max_completion_tokens", 1) or int_field(body, "max_tokens", 1)
     if tools is not None and body.get("response_format") is not None:
@@ -131,6 +138,8 @@ def parse_chat(body: Any, model: Model, name: str, capacity: int) -> Job:
         _checked(lambda: check_stages(builder, [prompt], stages, limit, length_field))
     fmt = body.get("response_format")
     job.json_object = isinstance(fmt, dict) and fmt.get("type") == "json_object"
+    if model.reasoning is not None and job.json_jobs is None:  # a schema's canvas holds no reasoning
+        job.reasoning, job.reasoning_inside = model.reasoning, model.reasoning.opens_inside(prompt)
     return job
 
 
@@ -337,7 +346,7 @@ def _flatten(index: int, message: dict) -> dict:
         if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
             raise ApiError(400, f"`messages[{index}].tool_calls` must be a list of calls", "messages")
         flat["tool_calls"] = calls
-    for key in ("tool_call_id", "name"):
+    for key in ("tool_call_id", "name", *REASONING_FIELDS):
         if message.get(key) is not None:
             if not isinstance(message[key], str):
                 raise ApiError(400, f"`messages[{index}].{key}` must be a string", "messages")

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from dgemma.engine.results import TokenLogprob
-from dgemma.server.choice import ChoiceText
+from dgemma.server.choice import ChoiceText, Delta
 from dgemma.server.logprobs import chat_logprobs, completion_logprobs, covering, merge
 from dgemma.server.protocol import Job, JobKind
 from dgemma.text import TextCodec
@@ -61,7 +61,10 @@ def tool_call_id(rid: str, index: int) -> str:
 
 def _message(rid: str, index: int, choice: ChoiceText) -> dict[str, Any]:
     if choice.tool_name is None:
-        return {"role": "assistant", "content": choice.text, "refusal": None}
+        message = {"role": "assistant", "content": choice.text, "refusal": None}
+        if choice.reasoning is not None:
+            message["reasoning_content"] = choice.reasoning
+        return message
     call = {
         "id": tool_call_id(rid, index),
         "type": "function",
@@ -81,8 +84,9 @@ def full_response(
     """The whole response; `prompt_logprobs` (per prompt) with echo."""
 
     def generated(c: ChoiceText) -> tuple[list[int], list[TokenLogprob]]:
-        count = covering(codec, c.tokens, c.text)
-        return c.tokens[:count], c.logprobs[:count]
+        ids, logprobs = c.answer_tokens()
+        count = covering(codec, ids, c.text)
+        return ids[:count], logprobs[:count]
 
     if job.kind is JobKind.CHAT:
         items = [
@@ -145,16 +149,18 @@ class ChunkWriter:
         return self._chunk([{"index": index, "delta": delta, "finish_reason": None, "logprobs": None}])
 
     def content(
-        self, index: int, text: str, finish_reason: str | None = None, tool_name: str | None = None
+        self, index: int, delta: Delta, finish_reason: str | None = None, tool_name: str | None = None
     ) -> dict[str, Any]:
+        text = delta.content
         if self.job.kind is JobKind.CHAT and tool_name is not None:
             function = {"name": tool_name, "arguments": text}
             call = {"index": 0, "id": tool_call_id(self.rid, index), "type": "function", "function": function}
-            delta = {"tool_calls": [call]} if text else {}
-            choice = {"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+            change = {"tool_calls": [call]} if text else {}
+            choice = {"index": index, "delta": change, "finish_reason": finish_reason, "logprobs": None}
         elif self.job.kind is JobKind.CHAT:
-            delta = {"content": text} if text else {}
-            choice = {"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+            change = {"reasoning_content": delta.reasoning} if delta.reasoning else {}
+            change |= {"content": text} if text else {}
+            choice = {"index": index, "delta": change, "finish_reason": finish_reason, "logprobs": None}
         else:
             choice = {"index": index, "text": text, "finish_reason": finish_reason, "logprobs": None}
         return self._chunk([choice])

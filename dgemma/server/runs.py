@@ -38,7 +38,10 @@ class Run:
         self.start = time.perf_counter()
         self.first_canvas: float | None = None
         self.rid = ("chatcmpl-" if job.kind is JobKind.CHAT else "cmpl-") + uuid.uuid4().hex[:24]
-        self.choices = [ChoiceText(codec, job.stop, job.json_object) for _ in job.requests]
+        self.choices = [
+            ChoiceText(codec, job.stop, job.json_object, job.reasoning, job.reasoning_inside)
+            for _ in job.requests
+        ]
         self.prompt_logprobs: list[list] | None = None  # echo: per prompt, set before collecting
         self.queue: asyncio.Queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
