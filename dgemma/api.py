@@ -23,10 +23,11 @@ from dgemma.engine.request import Request
 from dgemma.engine.results import Completion, TokenLogprob
 from dgemma.generation import infill as infilling
 from dgemma.generation import run
+from dgemma.generation.auto_tools import AutoTools, run_auto_tools
 from dgemma.generation.prompts import RequestBuilder, check_top_logprobs
-from dgemma.generation.reasoning import ReasoningFormat
+from dgemma.generation.reasoning import ReasoningFormat, thinking_kwargs
 from dgemma.generation.run import GenerationOutput, Mode
-from dgemma.generation.tools import forced_tools, run_tool_calls
+from dgemma.generation.tools import auto_tools, check_stages, forced_tools, run_tool_calls
 from dgemma.model import DiffusionGemma, load_model
 from dgemma.structured.generate import JsonJob
 from dgemma.structured.json_object import as_json_object
@@ -117,11 +118,12 @@ class Model:
         eos_token_ids: Sequence[int] | None = None,
         logprobs: int | None = None,
         chat_template_kwargs: dict[str, Any] | None = None,
+        tools: list | None = None,
         **sampler_overrides: Any,
     ) -> list[Request]:
         """Engine requests for prompts, by the rules of `dgemma.generation.prompts` (the server's too)."""
         return self.builder.requests(
-            self.tokenize(prompts, raw, chat_template_kwargs=chat_template_kwargs),
+            self.tokenize(prompts, raw, tools, chat_template_kwargs),
             max_new_tokens=max_new_tokens,
             seed=seed,
             temperature=temperature,
@@ -146,6 +148,7 @@ class Model:
         json_object: bool = False,
         tools: list[dict[str, Any]] | None = None,
         tool_choice: Any = None,
+        parallel_tool_calls: bool | None = None,
         enable_thinking: bool | None = None,
         chat_template_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
@@ -173,9 +176,14 @@ class Model:
                 alternatives (`out.logprobs[i][t].logprob`, `.top`): diffusion, under the last
                 denoising step of its canvas (the distribution its argmax was read from,
                 temperature-scaled); AR, under the softmax it was picked from.
-            tools, tool_choice: OpenAI-style function tools and which must be called (a named
-                function, or "required": the model picks one); `out.tool_calls[i]` has the name and
-                `out.texts[i]` the arguments, valid against the function's parameters.
+            tools, tool_choice: OpenAI-style function tools and which to call: a named function,
+                or "required" (the model picks one): `out.tool_calls[i]` is that one call (name,
+                arguments valid against the function's parameters), `out.texts[i]` the arguments;
+                "auto" (the default with tools): the model answers freely and may call any number
+                of tools in its own syntax; each call to a declared function comes back with
+                arguments that validate (renoised under the schema when written wrong),
+                `out.texts[i]` is the text outside calls. `parallel_tool_calls=False`: one call at
+                most.
             json_object: turn each answer into a JSON object (the object the model wrote, else one
                 json-repair recovers, else {"text": answer}: docs/structured.md); `token_ids` stay
                 the model's tokens.
@@ -188,8 +196,19 @@ class Model:
             **sampler_overrides: max_denoising_steps, entropy_bound, t_min, t_max, stability_threshold,
                 confidence_threshold.
         """
-        called = forced_tools({"tools": tools, "tool_choice": tool_choice}) if tools or tool_choice else None
-        template = self._template_kwargs(enable_thinking, chat_template_kwargs)
+        choice = {"tools": tools, "tool_choice": tool_choice, "parallel_tool_calls": parallel_tool_calls}
+        called = forced_tools(choice) if tools or tool_choice else None
+        template = thinking_kwargs(self.reasoning, enable_thinking, chat_template_kwargs)
+        if (free := auto_tools(choice)) is not None:
+            if json_schema is not None or json_object or _mode(mode) is not Mode.DIFFUSION:
+                raise ValueError(
+                    "`tools` take neither `json_schema` nor `json_object`, and need diffusion mode"
+                )
+            auto = AutoTools.build(self.builder, free, parallel_tool_calls, max_string_tokens, tools)
+            requests = self.requests(prompts, chat_template_kwargs=template, tools=tools, **kwargs)
+            check_stages(self.builder, [r.prompt for r in requests], auto.plans, None)
+            thinking = None if kwargs.get("raw") else self.reasoning
+            return run_auto_tools(self.model, self.codec, auto, requests, json_rounds, thinking)
         if called is not None:
             if json_schema is not None or json_object or _mode(mode) is not Mode.DIFFUSION:
                 raise ValueError(
@@ -216,7 +235,7 @@ class Model:
                 prompts, json_schema, json_rounds, max_string_tokens, chat_template_kwargs=template, **kwargs
             )
             return run.run_json(self.model, jobs)
-        requests = self.requests(prompts, chat_template_kwargs=template, **kwargs)
+        requests = self.requests(prompts, chat_template_kwargs=template, tools=tools, **kwargs)
         out = run.texts(self.codec, run.complete(self.model, requests, _mode(mode)))
         if self.reasoning is not None and not kwargs.get("raw"):
             run.split_reasoning(out, self.codec, self.reasoning, [r.prompt for r in requests])
@@ -268,20 +287,6 @@ class Model:
         if self.reasoning is not None and prompts is not None:
             run.split_reasoning(out, self.codec, self.reasoning, prompts)
         return out
-
-    def _template_kwargs(
-        self, enable_thinking: bool | None, kwargs: dict[str, Any] | None
-    ) -> dict[str, Any] | None:
-        if enable_thinking is None:
-            return kwargs
-        if not isinstance(enable_thinking, bool):
-            raise ValueError(f"`enable_thinking` must be true or false, got {enable_thinking!r}")
-        if self.reasoning is None:
-            raise ValueError(
-                "`enable_thinking`: this checkpoint's chat template has no thinking switch "
-                "(no reasoning block it opens or closes)"
-            )
-        return {**(kwargs or {}), "enable_thinking": enable_thinking}
 
     @torch.inference_mode()
     def score(self, texts: Any, top: int = 0, raw: bool = True) -> list[list[TokenLogprob | None]]:

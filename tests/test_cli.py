@@ -109,7 +109,7 @@ def test_tools_print_one_valid_call_per_prompt(checkpoint, model, tmp_path):
     calls = [json.loads(line) for line in proc.stdout.splitlines()]
     api = model.generate(["x", "y"], tools=tools, tool_choice="required", seed=2, max_denoising_steps=4)
     assert [(c["name"], c["arguments"]) for c in calls] == [
-        (t.name, json.loads(t.arguments)) for t in api.tool_calls
+        (t.name, json.loads(t.arguments)) for (t,) in api.tool_calls
     ]
     proc = run(*args, "--tool-choice", "add")
     assert proc.returncode == 0 and all(

@@ -125,7 +125,13 @@ BAD = [
     ("POST", CHAT, chat(top_logprobs=3), 400, "top_logprobs"),
     ("POST", CHAT, chat(logprobs=True, top_logprobs=99), 400, "top_logprobs"),
     ("POST", CHAT, chat(logit_bias={"5": 10}), 400, "logit_bias"),
-    ("POST", CHAT, chat(tools=[{"type": "function", "function": {"name": "f"}}]), 400, "tools"),
+    (
+        "POST",
+        CHAT,
+        chat(tools=[{"type": "function", "function": {"name": "f"}}]),
+        400,
+        "tool_choice",
+    ),  # auto, and this template writes no call markers
     ("POST", CHAT, chat(response_format={"type": "xml"}), 400, "response_format"),
     ("POST", CHAT, chat(response_format={"type": "json_schema"}), 400, "response_format"),
     (

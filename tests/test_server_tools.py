@@ -1,6 +1,6 @@
 """Forced tool calls on /v1/chat/completions through the official client: the named function is
 called, its arguments always parse and validate against its parameters, stream and not; shapes
-match the spec; what is not built yet (`tool_choice: auto`) is a 400 that says what to send."""
+match the spec; `tool_choice: auto` where the template has no call markers is a 400 that says what to send."""
 
 from __future__ import annotations
 
@@ -136,8 +136,8 @@ def test_required_with_several_tools_the_model_picks_one_and_its_arguments_valid
 @pytest.mark.parametrize(
     "fields,param",
     [
-        ({"tools": [WEATHER]}, "tools"),  # auto: not built yet, says what to send
-        ({"tools": [WEATHER], "tool_choice": "auto"}, "tools"),
+        ({"tools": [WEATHER]}, "tool_choice"),  # auto: this template writes calls without markers
+        ({"tools": [WEATHER], "tool_choice": "auto"}, "tool_choice"),
         ({"tools": [WEATHER, {"type": "function", "function": {"name": "big", "parameters": {"type": "object", "properties": {"s": {"type": "string", "minLength": 3000}}, "required": ["s"]}}}], "tool_choice": "required", "max_tokens": 64}, "max_tokens"),
         ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice"),
         ({"tool_choice": FORCE}, "tool_choice"),
@@ -167,12 +167,13 @@ def test_python_api_calls_tools_as_the_server_does(model):
     """`Model.generate(tools=..., tool_choice=...)`: the same calls as the server's for the same seed."""
     params = WEATHER["function"]["parameters"]
     out = model.generate(MSG, tools=[WEATHER, TIME], tool_choice=FORCE, seed=3, max_denoising_steps=4)
-    assert out.tool_calls[0].name == "get_weather" and out.texts[0] == out.tool_calls[0].arguments
+    ((call,),) = out.tool_calls
+    assert call.name == "get_weather" and out.texts[0] == call.arguments
     jsonschema.validate(json.loads(out.texts[0]), params)
     tools = [WEATHER, TIME, SEARCH]
     schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
     out = model.generate([MSG, MSG], tools=tools, tool_choice="required", seed=[0, 1], max_denoising_steps=4)
-    for call in out.tool_calls:
+    for (call,) in out.tool_calls:
         jsonschema.validate(json.loads(call.arguments), schemas[call.name])
     with running_server(model, ServerSettings(port=0, model_name=NAME)) as (url, _):
         client = OpenAI(base_url=f"{url}/v1", api_key="unused")
@@ -182,8 +183,8 @@ def test_python_api_calls_tools_as_the_server_does(model):
         )  # fmt: skip
     (call,) = served.choices[0].message.tool_calls
     assert (call.function.name, call.function.arguments) == (
-        out.tool_calls[0].name,
-        out.tool_calls[0].arguments,
+        out.tool_calls[0][0].name,
+        out.tool_calls[0][0].arguments,
     )
     with pytest.raises(ValueError, match="tool_choice"):
         model.generate(MSG, tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "nope"}})

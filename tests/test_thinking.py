@@ -68,7 +68,7 @@ def test_enable_thinking_is_refused_where_the_template_has_no_switch(model):
     with pytest.raises(ValueError, match="no thinking switch"):
         model.generate("hi", enable_thinking=True, max_new_tokens=8)
     with pytest.raises(ValueError, match="`enable_thinking` must be true or false"):
-        dgemma.api.Model._template_kwargs(model, "yes", None)
+        model.generate("hi", enable_thinking="yes", max_new_tokens=8)
 
 
 def test_the_cli_prints_reasoning_dimmed_on_stderr_and_the_answer_on_stdout(gemma4, forced):

@@ -56,7 +56,9 @@ def add_parsers(sub) -> None:
     gen.add_argument(
         "--tool-choice",
         default="required",
-        help="'required' (the model picks a tool) or a function name (default: required)",
+        help="'required' (the model picks a tool; prints one call per prompt), a function name, or "
+        "'auto' (the model answers or calls tools in its own syntax; prints {text, tool_calls} per "
+        "prompt) (default: required)",
     )
     gen.add_argument(
         "--json-object",
@@ -121,7 +123,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise ValueError("`--think`: this checkpoint's chat template has no thinking switch")
     if tools is not None:
         choice = args.tool_choice
-        if choice != "required":
+        if choice not in ("required", "auto"):
             choice = {"type": "function", "function": {"name": choice}}
         out = model.generate(
             prompts,
@@ -134,9 +136,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
             temperature=args.temperature,
             **sampler_overrides(args),
         )
-        calls = [{"name": c.name, "arguments": json.loads(c.arguments)} for c in out.tool_calls]
-        for call in calls if not args.json else [calls[0] if len(calls) == 1 else {"results": calls}]:
-            print(json.dumps(call, ensure_ascii=False))
+        calls = [
+            [{"name": c.name, "arguments": json.loads(c.arguments)} for c in cs] for cs in out.tool_calls
+        ]
+        if choice == "auto":
+            rows = [{"text": t, "tool_calls": cs} for t, cs in zip(out.texts, calls, strict=True)]
+        else:
+            rows = [cs[0] for cs in calls]
+        for row in rows if not args.json else [rows[0] if len(rows) == 1 else {"results": rows}]:
+            print(json.dumps(row, ensure_ascii=False))
         return 0
     if schema is not None:
         out = model.generate(

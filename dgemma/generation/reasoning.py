@@ -15,7 +15,7 @@ a prefix of what the whole generation gives), which is what streaming sends.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from dgemma.text import TextCodec
@@ -59,6 +59,23 @@ class ReasoningFormat:
         """Whether `prompt` ends inside an open block (the template opened it for the model)."""
         last = {t: i for i, t in enumerate(prompt) if t in (self.start, self.end)}
         return last.get(self.start, -1) > last.get(self.end, -1)
+
+
+def thinking_kwargs(
+    fmt: ReasoningFormat | None, enable_thinking: bool | None, kwargs: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """Chat-template variables with the thinking switch set (None: the template's default);
+    refused for a template without one, where it would silently do nothing."""
+    if enable_thinking is None:
+        return kwargs
+    if not isinstance(enable_thinking, bool):
+        raise ValueError(f"`enable_thinking` must be true or false, got {enable_thinking!r}")
+    if fmt is None:
+        raise ValueError(
+            "`enable_thinking`: this checkpoint's chat template has no thinking switch "
+            "(no reasoning block it opens or closes)"
+        )
+    return {**(kwargs or {}), "enable_thinking": enable_thinking}
 
 
 @dataclass

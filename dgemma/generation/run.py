@@ -36,7 +36,7 @@ class GenerationOutput:
     finish_reasons: list[FinishReason]
     stats: list[RowStats]
     logprobs: list[list[TokenLogprob] | None] | None = None  # per prompt, when asked for
-    tool_calls: list[Any] | None = None  # per prompt, a generation.tools.ToolCall with `tools=`
+    tool_calls: list[list[Any]] | None = None  # per prompt, its generation.tools.ToolCalls, with `tools=`
     # per prompt, the reasoning block split off its text (None: none written), for chat prompts of a
     # checkpoint whose template has a thinking switch
     reasoning: list[str | None] | None = None

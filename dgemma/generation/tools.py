@@ -5,8 +5,8 @@ A call named in `tool_choice` (or `"required"` with one tool) is generated throu
 output path with the function's `parameters` as the schema, so its arguments always parse and
 validate. `"required"` with several tools runs two stages per choice: the model picks the name
 (`{"name": <one of the names>}`, a choice slot), then writes `{"name": <it, clamped>, "arguments":
-...}` under that function's schema. `tool_choice: "auto"` (the model deciding between text and a call, in Gemma 4's own
-tool-call format) is refused with a 400 that says what to send instead: it is not built yet.
+...}` under that function's schema. `tool_choice: "auto"` (the model deciding between text and
+calls, in its own call syntax) is `dgemma/generation/auto_tools.py`.
 """
 
 from __future__ import annotations
@@ -57,15 +57,8 @@ def forced_tools(body: dict) -> list[ForcedTool] | None:
             raise FieldError("`tool_choice` needs `tools`", "tool_choice")
         return None
     declared = _declared(tools)
-    if choice == "none":
+    if choice in (None, "none", "auto"):
         return None
-    if choice in (None, "auto"):
-        raise FieldError(
-            "`tool_choice: auto` (the model choosing between text and a call) is not supported yet; "
-            'name the function: `tool_choice: {"type": "function", "function": {"name": ...}}`, '
-            'or send `"required"`',
-            "tools",
-        )
     if choice == "required":
         return list(declared.values())
     name = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
@@ -77,6 +70,14 @@ def forced_tools(body: dict) -> list[ForcedTool] | None:
     if name not in declared:
         raise FieldError(f"`tool_choice` names {name[:64]!r}, which `tools` does not declare", "tool_choice")
     return [declared[name]]
+
+
+def auto_tools(body: dict) -> list[ForcedTool] | None:
+    """The declared functions when the model decides whether to call one (`tool_choice` "auto",
+    OpenAI's default with `tools`), else None."""
+    if body.get("tools") in (None, []) or body.get("tool_choice") not in (None, "auto"):
+        return None
+    return list(_declared(body["tools"]).values())
 
 
 def _declared(tools: Any) -> dict[str, ForcedTool]:
@@ -147,7 +148,7 @@ def run_tool_calls(
     if len(tools) == 1:
         plan = builder.json_plan(tools[0].parameters, max_string_tokens, "tools")
         out = run_json(model, builder.json_jobs(prompts, plan, rounds, **settings))
-        out.tool_calls = [ToolCall(tools[0].name, text) for text in out.texts]
+        out.tool_calls = [[ToolCall(tools[0].name, text)] for text in out.texts]
         return out
     plan = builder.json_plan(choice_schema(tools), max_string_tokens, "tools")
     stages = {t.name: builder.json_plan(call_schema(t), max_string_tokens, "tools") for t in tools}
@@ -156,5 +157,5 @@ def run_tool_calls(
     names = [chosen_name(text) for text in run_json(model, first).texts]
     out = run_json(model, [second_stage(job, name, stages) for job, name in zip(first, names, strict=True)])
     out.texts = [arguments_of(text) for text in out.texts]
-    out.tool_calls = [ToolCall(name, text) for name, text in zip(names, out.texts, strict=True)]
+    out.tool_calls = [[ToolCall(name, text)] for name, text in zip(names, out.texts, strict=True)]
     return out

@@ -13,7 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dgemma.engine.results import TokenLogprob
+from dgemma.generation.auto_tools import Resolution
 from dgemma.generation.reasoning import ReasoningFormat, split
+from dgemma.generation.tools import ToolCall
+from dgemma.structured.generate import JsonJob
 from dgemma.structured.json_object import ObjectMethod, as_json_object
 from dgemma.text import TextCodec
 
@@ -39,8 +42,13 @@ class ChoiceText:
         json_object: bool = False,
         reasoning: ReasoningFormat | None = None,
         inside: bool = False,
+        hold: bool = False,
     ):
         self.codec, self.stop, self.json_object = codec, stop, json_object
+        self.hold = hold or json_object  # nothing goes out before the end (tool_choice auto)
+        self.tool_calls: list[ToolCall] | None = None  # the calls this choice makes
+        self.repairs: list[tuple[int, str, JsonJob]] = []  # tool_choice auto: arguments being rewritten
+        self.resolution: Resolution | None = None
         self.format = reasoning if codec is not None else None
         self.inside = inside  # the prompt left a reasoning block open
         self.reasoning: str | None = None  # the reasoning so far, None while there is no block
@@ -48,7 +56,7 @@ class ChoiceText:
         self.content_positions: list[int] | None = None  # with a format: which tokens are the answer
         self.object_method: ObjectMethod | None = None
         self.logprobs: list[TokenLogprob] = []  # per token, when the request asked for them
-        self.tool_name: str | None = None  # the function this choice calls
+        self.tool_name: str | None = None  # forced tools: the function this choice calls
         self.tokens: list[int] = []
         self.text = ""
         self.sent = 0  # characters of `text` already sent
@@ -125,7 +133,7 @@ class ChoiceText:
         return min(found) if found else None
 
     def _held_back(self) -> int:
-        if self.json_object:
+        if self.hold:
             return len(self.text)
         tail = 0
         for s in self.stop:

@@ -15,12 +15,14 @@ from typing import Any, TypeVar
 
 from dgemma.api import Model
 from dgemma.engine.request import MAX_TOP_LOGPROBS, Request
+from dgemma.generation.auto_tools import AutoTools
 from dgemma.generation.prompts import SAMPLER_FIELDS, SEED_RANGE, FieldError, RequestBuilder
 from dgemma.generation.reasoning import ReasoningFormat
-from dgemma.generation.tools import call_schema, check_stages, choice_schema, forced_tools
+from dgemma.generation.tools import auto_tools, call_schema, check_stages, choice_schema, forced_tools
 from dgemma.server.fields import ApiError, bool_field, dict_field, int_field, is_ids, is_number
+from dgemma.server.messages import flatten
 from dgemma.structured.generate import JsonJob, JsonPlan
-from dgemma.text import REASONING_FIELDS, check_messages
+from dgemma.text import check_messages
 
 MAX_N = 16
 MAX_STOP = 4
@@ -83,6 +85,7 @@ class Job:
     json_jobs: list[JsonJob] | None = None  # response_format json_schema: one job per request
     tool_name: str | None = None  # the function every choice calls (its arguments are the JSON)
     tool_plans: dict[str, JsonPlan] | None = None  # tool_choice required, several tools: per name
+    auto_tools: AutoTools | None = None  # tool_choice auto: the model's own calls, resolved at the end
     json_object: bool = False  # response_format json_object: each answer turned into an object
     logprobs: int | None = None  # alternatives per token to report, None for no log-probabilities
     echo: bool = False  # completions: the prompt (and its log-probabilities) ahead of the answer
@@ -91,7 +94,7 @@ class Job:
     reasoning_inside: bool = False  # the prompt leaves a reasoning block open for the model
 
     @property
-    def calls_tool(self) -> bool:
+    def calls_tool(self) -> bool:  # every choice is a forced call
         return self.tool_name is not None or self.tool_plans is not None
 
 
@@ -107,7 +110,7 @@ def parse_chat(body: Any, model: Model, name: str, capacity: int) -> Job:
     if model.codec is None or not model.codec.has_chat_template:
         raise ApiError(400, f"model {name!r} has no chat template; use /v1/completions", "messages")
     builder = model.builder.with_capacity(capacity)
-    flat = [_flatten(i, m) for i, m in enumerate(messages)]
+    flat = [flatten(i, m) for i, m in enumerate(messages)]
     tools = _checked(lambda: forced_tools(body))
     declared = body.get("tools") or None  # rendered by templates that know tools
     template = body.get("chat_template_kwargs")  # as vLLM and SGLang take them: `enable_thinking`
@@ -116,8 +119,9 @@ def parse_chat(body: Any, model: Model, name: str, capacity: int) -> Job:
     )
     length_field = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     limit = int_field(body, "max_completion_tokens", 1) or int_field(body, "max_tokens", 1)
-    if tools is not None and body.get("response_format") is not None:
-        raise ApiError(400, "`response_format` and a forced tool call cannot be combined", "response_format")
+    free = _checked(lambda: auto_tools(body))
+    if (tools is not None or free is not None) and body.get("response_format") is not None:
+        raise ApiError(400, "`response_format` and `tools` cannot be combined", "response_format")
     stages = None
     if tools is None:
         plan = _json_plan(body, builder)
@@ -127,6 +131,8 @@ def parse_chat(body: Any, model: Model, name: str, capacity: int) -> Job:
         plan = _plan(choice_schema(tools), body, builder, "tools")
         stages = {t.name: _plan(call_schema(t), body, builder, "tools") for t in tools}
     top = None
+    if bool_field(body, "logprobs") and free is not None:
+        raise ApiError(400, "log-probabilities are not reported with `tools`", "logprobs")
     if bool_field(body, "logprobs"):
         top = int_field(body, "top_logprobs", 0, MAX_TOP_LOGPROBS) or 0
     elif body.get("top_logprobs") is not None:
@@ -136,6 +142,16 @@ def parse_chat(body: Any, model: Model, name: str, capacity: int) -> Job:
     job.tool_plans = stages
     if stages is not None:
         _checked(lambda: check_stages(builder, [prompt], stages, limit, length_field))
+    if free is not None:  # a call written wrong is rewritten under its schema: each must fit
+        if body.get("stop") is not None:
+            raise ApiError(
+                400, "`stop` does not apply with `tools`: calls are read when the answer ends", "stop"
+            )
+        parallel = body.get("parallel_tool_calls")
+        job.auto_tools = _checked(
+            lambda: AutoTools.build(builder, free, parallel, body.get("max_string_tokens"), declared)
+        )
+        _checked(lambda: check_stages(builder, [prompt], job.auto_tools.plans, None))
     fmt = body.get("response_format")
     job.json_object = isinstance(fmt, dict) and fmt.get("type") == "json_object"
     if model.reasoning is not None and job.json_jobs is None:  # a schema's canvas holds no reasoning
@@ -321,37 +337,6 @@ def _json_plan(body: dict, builder: RequestBuilder) -> JsonPlan | None:
 def _plan(schema: Any, body: dict, builder: RequestBuilder, param: str) -> JsonPlan:
     """The structured-output plan of a schema (a response format's, or a forced tool's parameters)."""
     return _checked(lambda: builder.json_plan(schema, body.get("max_string_tokens"), param))
-
-
-def _flatten(index: int, message: dict) -> dict:
-    """A message whose content is a list of text parts becomes one string; other parts are refused."""
-    content = message.get("content")
-    if isinstance(content, list):
-        texts = []
-        for part in content:
-            if (
-                not isinstance(part, dict)
-                or part.get("type") != "text"
-                or not isinstance(part.get("text"), str)
-            ):
-                raise ApiError(400, f"`messages[{index}].content` parts must be text parts", "messages")
-            texts.append(part["text"])
-        content = "".join(texts)
-    if content is None:
-        content = ""
-    flat = {"role": message["role"], "content": content}
-    # a turn of a tool exchange keeps what templates render: the calls made, whose result this is
-    calls = message.get("tool_calls")
-    if calls is not None:
-        if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
-            raise ApiError(400, f"`messages[{index}].tool_calls` must be a list of calls", "messages")
-        flat["tool_calls"] = calls
-    for key in ("tool_call_id", "name", *REASONING_FIELDS):
-        if message.get(key) is not None:
-            if not isinstance(message[key], str):
-                raise ApiError(400, f"`messages[{index}].{key}` must be a string", "messages")
-            flat[key] = message[key]
-    return flat
 
 
 def _completion_prompts(prompt: Any, builder: RequestBuilder) -> list[list[int]]:

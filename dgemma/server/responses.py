@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from dgemma.engine.results import TokenLogprob
+from dgemma.generation.tools import ToolCall
 from dgemma.server.choice import ChoiceText, Delta
 from dgemma.server.logprobs import chat_logprobs, completion_logprobs, covering, merge
 from dgemma.server.protocol import Job, JobKind
@@ -55,22 +56,36 @@ def echo_response(
     }
 
 
-def tool_call_id(rid: str, index: int) -> str:
-    return f"call_{rid.rsplit('-', 1)[-1][:16]}_{index}"
+def tool_call_id(rid: str, index: int, call: int = 0) -> str:
+    suffix = f"_{call}" if call else ""
+    return f"call_{rid.rsplit('-', 1)[-1][:16]}_{index}{suffix}"
+
+
+def _calls(rid: str, index: int, calls: list[ToolCall], stream: bool = False) -> list[dict[str, Any]]:
+    out = []
+    for k, call in enumerate(calls):
+        entry = {
+            "id": tool_call_id(rid, index, k),
+            "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments},
+        }
+        out.append({"index": k, **entry} if stream else entry)
+    return out
 
 
 def _message(rid: str, index: int, choice: ChoiceText) -> dict[str, Any]:
-    if choice.tool_name is None:
+    if choice.tool_calls is None:
         message = {"role": "assistant", "content": choice.text, "refusal": None}
-        if choice.reasoning is not None:
-            message["reasoning_content"] = choice.reasoning
-        return message
-    call = {
-        "id": tool_call_id(rid, index),
-        "type": "function",
-        "function": {"name": choice.tool_name, "arguments": choice.text},
-    }
-    return {"role": "assistant", "content": None, "refusal": None, "tool_calls": [call]}
+    else:
+        message = {
+            "role": "assistant",
+            "content": choice.text if choice.tool_name is None and choice.text else None,
+            "refusal": None,
+            "tool_calls": _calls(rid, index, choice.tool_calls),
+        }
+    if choice.reasoning is not None:
+        message["reasoning_content"] = choice.reasoning
+    return message
 
 
 def full_response(
@@ -149,17 +164,22 @@ class ChunkWriter:
         return self._chunk([{"index": index, "delta": delta, "finish_reason": None, "logprobs": None}])
 
     def content(
-        self, index: int, delta: Delta, finish_reason: str | None = None, tool_name: str | None = None
+        self,
+        index: int,
+        delta: Delta,
+        finish_reason: str | None = None,
+        tool_calls: list[ToolCall] | None = None,
     ) -> dict[str, Any]:
+        """A delta of answer text (chat: and reasoning); the last one of a choice that calls tools
+        carries the calls whole."""
         text = delta.content
-        if self.job.kind is JobKind.CHAT and tool_name is not None:
-            function = {"name": tool_name, "arguments": text}
-            call = {"index": 0, "id": tool_call_id(self.rid, index), "type": "function", "function": function}
-            change = {"tool_calls": [call]} if text else {}
-            choice = {"index": index, "delta": change, "finish_reason": finish_reason, "logprobs": None}
-        elif self.job.kind is JobKind.CHAT:
+        if self.job.kind is JobKind.CHAT:
             change = {"reasoning_content": delta.reasoning} if delta.reasoning else {}
-            change |= {"content": text} if text else {}
+            if tool_calls is not None:
+                change |= {"content": text} if text and not self.job.calls_tool else {}
+                change["tool_calls"] = _calls(self.rid, index, tool_calls, stream=True)
+            elif text:
+                change["content"] = text
             choice = {"index": index, "delta": change, "finish_reason": finish_reason, "logprobs": None}
         else:
             choice = {"index": index, "text": text, "finish_reason": finish_reason, "logprobs": None}

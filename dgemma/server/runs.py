@@ -17,7 +17,8 @@ from typing import Any
 from starlette.requests import Request as HttpRequest
 
 from dgemma.engine.events import CommitEvent, DraftEvent, FailEvent, FinishEvent
-from dgemma.generation.tools import arguments_of, chosen_name, second_stage
+from dgemma.generation.auto_tools import repair_job, resolve
+from dgemma.generation.tools import ToolCall, arguments_of, chosen_name, second_stage
 from dgemma.server.choice import ChoiceText
 from dgemma.server.fields import ApiError
 from dgemma.server.metrics import ServerMetrics
@@ -39,7 +40,14 @@ class Run:
         self.first_canvas: float | None = None
         self.rid = ("chatcmpl-" if job.kind is JobKind.CHAT else "cmpl-") + uuid.uuid4().hex[:24]
         self.choices = [
-            ChoiceText(codec, job.stop, job.json_object, job.reasoning, job.reasoning_inside)
+            ChoiceText(
+                codec,
+                job.stop,
+                job.json_object,
+                job.reasoning,
+                job.reasoning_inside,
+                job.auto_tools is not None,
+            )
             for _ in job.requests
         ]
         self.prompt_logprobs: list[list] | None = None  # echo: per prompt, set before collecting
@@ -109,6 +117,8 @@ class Run:
     def _handle(self, i: int, choice: ChoiceText, event: Any) -> list[tuple[str, int, Any]]:
         if self.job.json_jobs is not None:
             return self._json_round(i, choice, event)
+        if choice.repairs:
+            return self._repair_round(i, choice, event)
         if isinstance(event, DraftEvent):
             tokens = event.tokens.tolist()
             draft = {
@@ -128,8 +138,54 @@ class Run:
                 return [("finish", i, delta)]
             return [("text", i, delta)] if delta else []
         if isinstance(event, FinishEvent):
+            if self.job.auto_tools is not None:
+                return self._resolve_calls(i, choice, event.completion.finish_reason.value)
             return [("finish", i, choice.finish(event.completion.finish_reason.value))]
         return []
+
+    def _resolve_calls(self, i: int, choice: ChoiceText, reason: str) -> list[tuple[str, int, Any]]:
+        """tool_choice auto, at the end of the answer: its calls, and repair stages for the ones
+        whose arguments do not validate (run one after another on this choice's row)."""
+        auto = self.job.auto_tools
+        choice.resolution = resolve(self.codec, auto, choice.answer_tokens()[0])
+        base = self.job.requests[i]
+        choice.repairs = [(k, name, repair_job(auto, name, base)) for k, name in choice.resolution.repairs]
+        if choice.repairs:
+            self._resubmit(i, choice.repairs[0][2].request())
+            return []
+        return [("finish", i, self._finish_calls(choice, reason))]
+
+    def _repair_round(self, i: int, choice: ChoiceText, event: Any) -> list[tuple[str, int, Any]]:
+        if not isinstance(event, FinishEvent):
+            return []
+        k, name, job = choice.repairs[0]
+        job.update(event.completion.token_ids, event.completion.stats)
+        if not job.done:
+            self._resubmit(i, job.request())
+            return []
+        choice.resolution.fill(k, name, json.dumps(json.loads(job.text()), ensure_ascii=False))
+        choice.canvases += job.stats.canvases
+        choice.steps += job.stats.decoder_passes
+        choice.rounds += job.stats.rounds
+        choice.repaired += job.stats.repaired_slots
+        choice.repairs.pop(0)
+        if choice.repairs:
+            self._resubmit(i, choice.repairs[0][2].request())
+            return []
+        return [("finish", i, self._finish_calls(choice, "tool_calls"))]
+
+    def _finish_calls(self, choice: ChoiceText, reason: str):
+        found = choice.resolution
+        if found.blocks:  # the text outside the calls (and any call kept as text)
+            choice.text = found.content
+        if found.calls:
+            choice.tool_calls, reason = list(found.calls), "tool_calls"
+        return choice.finish(reason)
+
+    def _resubmit(self, i: int, request: Any) -> None:
+        (ticket,) = self.worker.submit([request], False, self.sink, force=True)
+        self.tickets[i] = ticket
+        self.index[ticket] = i
 
     def _json_round(self, i: int, choice: ChoiceText, event: Any) -> list[tuple[str, int, Any]]:
         if not isinstance(event, FinishEvent):
@@ -137,23 +193,21 @@ class Run:
         job = self.job.json_jobs[i]
         job.update(event.completion.token_ids, event.completion.stats)
         if not job.done:  # renoise the invalid slots: the next round of this choice alone
-            (ticket,) = self.worker.submit([job.request()], False, self.sink, force=True)
-            self.tickets[i] = ticket
-            self.index[ticket] = i
+            self._resubmit(i, job.request())
             return []
         text = job.text()
         if self.job.tool_plans is not None and choice.tool_name is None:  # the name is chosen
             choice.tool_name = chosen_name(text)
             second = self.job.json_jobs[i] = second_stage(job, choice.tool_name, self.job.tool_plans)
-            (ticket,) = self.worker.submit([second.request()], False, self.sink, force=True)
-            self.tickets[i] = ticket
-            self.index[ticket] = i
+            self._resubmit(i, second.request())
             return []
         if self.job.tool_plans is not None:  # the second stage: {"name": ..., "arguments": ...}
             text = arguments_of(text)
         else:
             choice.tool_name = self.job.tool_name
         self._first_canvas()
+        if self.job.calls_tool:
+            choice.tool_calls = [ToolCall(choice.tool_name, text)]
         choice.tokens, choice.text = job.tokens, text
         choice.canvases, choice.steps = job.stats.canvases, job.stats.decoder_passes
         choice.rounds, choice.repaired = job.stats.rounds, job.stats.repaired_slots
@@ -184,7 +238,7 @@ class Run:
                     yield _event(writer.content(i, payload))
                 else:
                     choice = self.choices[i]
-                    yield _event(writer.content(i, payload, choice.finish_reason, choice.tool_name))
+                    yield _event(writer.content(i, payload, choice.finish_reason, choice.tool_calls))
             if self.job.include_usage:
                 yield _event(writer.usage(self.choices))
         except ApiError as err:
