@@ -29,6 +29,7 @@ from dgemma.generation.reasoning import ReasoningFormat, thinking_kwargs
 from dgemma.generation.run import GenerationOutput, Mode
 from dgemma.generation.tools import auto_tools, check_stages, forced_tools, run_tool_calls
 from dgemma.model import DiffusionGemma, load_model
+from dgemma.quant import QuantScheme
 from dgemma.structured.generate import JsonJob
 from dgemma.structured.json_object import as_json_object
 from dgemma.text import TextCodec
@@ -41,6 +42,8 @@ def load(
     dtype: str | torch.dtype | None = None,
     device: str | torch.device = "cpu",
     compile: bool = False,
+    quantize: str | None = None,
+    group_size: int | None = None,
 ) -> Model:
     """Load a DiffusionGemma checkpoint directory (Hugging Face layout).
 
@@ -51,9 +54,13 @@ def load(
         device: where the weights live, e.g. "cpu" or "cuda".
         compile: run the encoder and decoder passes through torch.compile; the first generation
             then takes longer (compilation), later ones run faster.
+        quantize: "int8" (per output channel) or "int4" (per `group_size` inputs, default 32)
+            weight-only quantization of the experts, attention and dense MLP, applied tensor by
+            tensor as the weights load (docs/quantization.md); None keeps full precision.
     """
     path = Path(path)
-    model, _ = load_model(path, dtype=dtype, device=device)
+    scheme = QuantScheme.parse(quantize, group_size)
+    model, _ = load_model(path, dtype=dtype, device=device, quantize=scheme)
     if compile:
         model.compile()
     gen = read_json(inside(path, "generation_config.json"), required=False)

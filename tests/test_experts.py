@@ -42,7 +42,7 @@ def test_grouped_gemm_path_equals_the_loop_forward_and_backward(used: int) -> No
     for path in (experts._sorted, experts._grouped):
         x.grad = None
         experts.zero_grad()
-        out = path(x, weights, ids)
+        out = path(x, weights, ids, *experts.banks(x.dtype))
         (out * target).sum().backward()
         results.append(
             (out.detach(), x.grad.clone(), experts.gate_up_proj.grad.clone(), experts.down_proj.grad.clone())
@@ -50,7 +50,9 @@ def test_grouped_gemm_path_equals_the_loop_forward_and_backward(used: int) -> No
     for a, b in zip(*results, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     with torch.no_grad():
-        torch.testing.assert_close(experts._dense(x, weights, ids), results[0][0], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            experts._dense(x, weights, ids, *experts.banks(x.dtype)), results[0][0], rtol=1e-5, atol=1e-6
+        )
 
 
 def test_forward_takes_the_grouped_gemm_path_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -36,6 +36,27 @@ def add_sampler_flags(parser: argparse.ArgumentParser) -> None:
         )
 
 
+def add_quant_flags(parser: argparse.ArgumentParser) -> None:
+    """--quantize int8|int4 and --group-size (weight-only quantization at load, docs/quantization.md)."""
+    parser.add_argument(
+        "--quantize",
+        choices=["int8", "int4"],
+        default=None,
+        help="quantize the experts, attention and dense MLP weights as they load (default: full precision)",
+    )
+    parser.add_argument("--group-size", type=int, default=None, help="int4: inputs per scale (default 32)")
+
+
+def quant_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """dgemma.load's quantization arguments from the flags, checked before any weights load."""
+    from dgemma.quant.scheme import QuantScheme
+
+    if args.group_size is not None and args.quantize != "int4":
+        raise ValueError("`--group-size` applies to --quantize int4")
+    QuantScheme.parse(args.quantize, args.group_size)
+    return {"quantize": args.quantize, "group_size": args.group_size}
+
+
 def sampler_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {
         f.name: getattr(args, f.name)

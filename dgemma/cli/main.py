@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dgemma.cli import bench, generate, serve, sudoku, train
+from dgemma.cli import bench, generate, inspect, serve, sudoku, train
 from dgemma.cli.common import EXIT_USAGE, Parser
 
 
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_parser(sub)
     sudoku.add_parser(sub, Parser)
     bench.add_parser(sub)
+    inspect.add_parser(sub)
     return parser
 
 
@@ -32,6 +33,7 @@ COMMANDS = {
     "serve": serve.cmd_serve,
     "bench": bench.run,
     "sudoku": sudoku.run,
+    "inspect": inspect.cmd_inspect,
 }
 
 

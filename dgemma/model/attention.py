@@ -144,9 +144,9 @@ class Attention(nn.Module):
         """q (b, Hq, T, D) and k, v (b, T, Hkv, D): projected, normed, q and k rotated."""
         b, T, _ = x.shape
         D, nq, nk = self.head_dim, self.num_heads, self.num_kv_heads
-        q = F.linear(x, self.q_proj.weight, self.q_proj.bias).view(b, T, nq, D)
-        k = F.linear(x, self.k_proj.weight, self.k_proj.bias).view(b, T, nk, D)
-        v = k if self.v_proj is None else F.linear(x, self.v_proj.weight, self.v_proj.bias).view(b, T, nk, D)
+        q = self.q_proj.forward(x).view(b, T, nq, D)  # .forward: no module-call hooks per layer
+        k = self.k_proj.forward(x).view(b, T, nk, D)
+        v = k if self.v_proj is None else self.v_proj.forward(x).view(b, T, nk, D)
         # q, k and v heads share one norm call (per-head weights; v has none) and q, k one rotation
         normed = _head_norm(torch.cat([q, k, v], dim=2), self._norm_weight(nq, nk, D), self.q_norm.eps)
         qk = apply_rope(normed[:, :, : nq + nk], cos, sin)
@@ -158,7 +158,7 @@ class Attention(nn.Module):
         """Attention of q (b, Hq, T, D) over keys/values (b, Hkv, K, D), then the output projection."""
         out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=1.0, enable_gqa=True)
         b, _, T, _ = q.shape
-        return F.linear(out.transpose(1, 2).reshape(b, T, -1), self.o_proj.weight, self.o_proj.bias)
+        return self.o_proj.forward(out.transpose(1, 2).reshape(b, T, -1))
 
     def forward(
         self,

@@ -153,23 +153,28 @@ class Experts(nn.Module):
         self.act = activation(config.hidden_activation)
         self.dense_inference = config.canvas_length * E * 3 * F_ * H <= DENSE_EXPERTS_MAX_MACS_PER_CANVAS
 
+    def banks(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (gate_up, down) weight banks to compute with (quantized experts: dequantized here)."""
+        return self.gate_up_proj, self.down_proj
+
     def forward(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """x (N, H), weights/ids (N, K) -> (N, H)."""
-        if grouped_mm_supported(x, self.gate_up_proj):
-            return self._sorted(x, weights, ids)
+        gate_up, down = self.banks(x.dtype)
+        if grouped_mm_supported(x, gate_up):
+            return self._sorted(x, weights, ids, gate_up, down)
         if self.dense_inference and not torch.is_grad_enabled():
-            return self._dense(x, weights, ids)
-        return self._grouped(x, weights, ids)
+            return self._dense(x, weights, ids, gate_up, down)
+        return self._grouped(x, weights, ids, gate_up, down)
 
-    def _dense(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    def _dense(self, x, weights, ids, gate_up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
         """Every expert on every token; routing weights of unselected experts are zero."""
-        gate, up = torch.matmul(x, self.gate_up_proj.transpose(1, 2)).chunk(2, dim=-1)  # (E, N, I) each
-        y = torch.matmul(self.act(gate) * up, self.down_proj.transpose(1, 2))  # (E, N, H)
-        dense_w = torch.zeros(x.shape[0], self.gate_up_proj.shape[0], dtype=weights.dtype, device=x.device)
+        gate, up = torch.matmul(x, gate_up.transpose(1, 2)).chunk(2, dim=-1)  # (E, N, I) each
+        y = torch.matmul(self.act(gate) * up, down.transpose(1, 2))  # (E, N, H)
+        dense_w = torch.zeros(x.shape[0], gate_up.shape[0], dtype=weights.dtype, device=x.device)
         dense_w.scatter_(1, ids, weights)  # (N, E) float32
         return torch.einsum("ne,enh->nh", dense_w, y.float()).to(x.dtype)
 
-    def _sorted(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    def _sorted(self, x, weights, ids, gate_up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
         """Assignments sorted by expert, one grouped GEMM pair over all experts, no host sync.
 
         The per-expert offsets stay on the device; each token's k results are put back in top-k
@@ -177,21 +182,19 @@ class Experts(nn.Module):
         N, K = ids.shape
         flat_ids = ids.reshape(-1)
         order = torch.argsort(flat_ids, stable=True)
-        offsets = torch.bincount(flat_ids, minlength=self.gate_up_proj.shape[0]).cumsum(0).to(torch.int32)
-        gate, up = torch._grouped_mm(x[order // K], self.gate_up_proj.transpose(1, 2), offs=offsets).chunk(
-            2, -1
-        )
-        h = torch._grouped_mm(self.act(gate) * up, self.down_proj.transpose(1, 2), offs=offsets)
+        offsets = torch.bincount(flat_ids, minlength=gate_up.shape[0]).cumsum(0).to(torch.int32)
+        gate, up = torch._grouped_mm(x[order // K], gate_up.transpose(1, 2), offs=offsets).chunk(2, -1)
+        h = torch._grouped_mm(self.act(gate) * up, down.transpose(1, 2), offs=offsets)
         per_assignment = torch.empty_like(h, dtype=torch.float32).index_copy_(0, order, h.float())
         out = (per_assignment.view(N, K, -1) * weights.unsqueeze(-1)).sum(dim=1)
         return out.to(x.dtype)
 
-    def _grouped(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    def _grouped(self, x, weights, ids, gate_up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
         """Tokens grouped by expert, one GEMM pair per expert hit, summed in ascending expert order."""
         N, K = ids.shape
         flat_ids = ids.reshape(-1)
         order = torch.argsort(flat_ids, stable=True)
-        counts = torch.bincount(flat_ids, minlength=self.gate_up_proj.shape[0]).tolist()
+        counts = torch.bincount(flat_ids, minlength=gate_up.shape[0]).tolist()
         token_of = order // K  # (N*K,) token index of each sorted assignment
         weight_of = weights.reshape(-1)[order]
         out = torch.zeros_like(x)
@@ -200,8 +203,8 @@ class Experts(nn.Module):
             if count == 0:
                 continue
             tokens = token_of[start : start + count]
-            gate, up = F.linear(x[tokens], self.gate_up_proj[expert]).chunk(2, dim=-1)
-            h = F.linear(self.act(gate) * up, self.down_proj[expert])
+            gate, up = F.linear(x[tokens], gate_up[expert]).chunk(2, dim=-1)
+            h = F.linear(self.act(gate) * up, down[expert])
             out.index_add_(0, tokens, (h * weight_of[start : start + count, None]).to(out.dtype))
             start += count
         return out

@@ -8,6 +8,7 @@ the checkpoint's tensors are assigned to it, so nothing is initialised twice.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import re
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from safetensors import safe_open
 from dgemma.config import ModelConfig
 from dgemma.config.files import CheckpointError, inside, read_json
 from dgemma.model.transformer import DiffusionGemma
+from dgemma.quant.scheme import QuantScheme
 
 log = logging.getLogger("dgemma")
 
@@ -122,9 +124,13 @@ def _read_tensors(files: list[Path], expected: dict[str, torch.Size], num_layers
 
 
 def load_model(
-    directory: str | Path, dtype: str | torch.dtype | None = None, device: str | torch.device = "cpu"
+    directory: str | Path,
+    dtype: str | torch.dtype | None = None,
+    device: str | torch.device = "cpu",
+    quantize: QuantScheme | None = None,
 ) -> tuple[DiffusionGemma, LoadReport]:
-    """Build the model of a checkpoint directory and assign its weights."""
+    """Build the model of a checkpoint directory and assign its weights; with `quantize`, the
+    targeted weights are quantized one tensor at a time as they are read (`dgemma/quant`)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"model directory not found: {directory}")
@@ -136,6 +142,14 @@ def load_model(
     with torch.device("meta"):
         model = DiffusionGemma(config)
     expected = {k: v.shape for k, v in model.state_dict().items() if k != "encoder_layer_scalar"}
+    targets = {}
+    if quantize is not None:
+        from dgemma.quant.apply import prepare, quantized_state
+
+        try:
+            targets = prepare(model, quantize)
+        except ValueError as err:
+            raise ValueError(f"`quantize`: {err}") from None
     found, encoder_scalars, report = _read_tensors(files, expected, config.num_hidden_layers)
 
     state: dict[str, torch.Tensor] = {}
@@ -150,10 +164,17 @@ def load_model(
             raise CheckpointError(
                 f"tensor {_DECODER}{name} has shape {tuple(tensor.shape)}, the config expects {tuple(shape)}"
             )
-        state[name] = tensor.to(device=device, dtype=dtype)
+        if name in targets:
+            state.update(quantized_state(targets[name], tensor, quantize, device))
+        else:  # quantized loads copy the rest too, so nothing keeps the checkpoint's mmap alive
+            state[name] = tensor.to(device=device, dtype=dtype, copy=bool(targets))
+        found.pop(name, None)
     scalars = [encoder_scalars.get(i, torch.ones(1)).reshape(1) for i in range(config.num_hidden_layers)]
     state["encoder_layer_scalar"] = torch.cat(scalars).to(device=device, dtype=dtype)
     model.load_state_dict(state, strict=True, assign=True)
+    del state, found
+    if targets:
+        _return_freed_memory()  # quantizing went through float32 slices; give their pages back
     model.reset_rope()
     model.eval().requires_grad_(False)
     if report.skipped_vision:
@@ -164,3 +185,12 @@ def load_model(
         shown = ", ".join(report.unexpected[:3]) + (" ..." if len(report.unexpected) > 3 else "")
         log.warning("ignored %d unexpected tensors (%s)", len(report.unexpected), shown)
     return model, report
+
+
+def _return_freed_memory() -> None:
+    """Ask glibc's allocator to hand freed heap pages back to the system (a no-op elsewhere):
+    without it, the float32 temporaries of quantizing stay resident after they are freed."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

@@ -1,0 +1,63 @@
+"""`dgemma inspect`: parameters and memory of a checkpoint (or a published shape) as it would load."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from dgemma.cli.common import add_quant_flags, quant_kwargs
+
+
+def add_parser(sub) -> None:
+    ins = sub.add_parser("inspect", help="parameter counts, weight bytes as loaded, KV-cache bytes per token")
+    source = ins.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="checkpoint directory (its config.json; no weights are read)")
+    source.add_argument("--config", help="a published shape instead: diffusiongemma-26b-a4b")
+    ins.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="bfloat16")
+    ins.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    add_quant_flags(ins)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    import torch
+
+    from dgemma.config.presets import preset
+    from dgemma.model.loader import read_model_config
+    from dgemma.quant.accounting import memory_report
+    from dgemma.quant.scheme import QuantScheme
+
+    quant = quant_kwargs(args)
+    scheme = QuantScheme.parse(quant["quantize"], quant["group_size"])
+    if args.model is not None:
+        from pathlib import Path
+
+        config = read_model_config(Path(args.model))
+    else:
+        config = preset(args.config)
+    report = memory_report(config, scheme, getattr(torch, args.dtype))
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        title=f"{args.model or args.config}: {report['scheme']}, float weights in {report['dtype']}"
+    )
+    for column in ("component", "parameters", "bytes as loaded"):
+        table.add_column(column, justify="left" if column == "component" else "right")
+    for name, row in report["components"].items():
+        table.add_row(name, f"{row['params']:,}", _size(row["bytes"]))
+    table.add_row("total", f"{report['total_params']:,}", _size(report["weight_bytes"]), style="bold")
+    console = Console(highlight=False)
+    console.print(table)
+    console.print(f"active parameters per token: {report['active_params']:,}")
+    console.print(f"KV cache: {_size(report['kv_bytes_per_token'])} per token ({report['dtype']})")
+    return 0
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n} B"

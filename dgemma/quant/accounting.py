@@ -1,0 +1,62 @@
+"""What a model takes in memory, per component, as it would be loaded: parameter counts, weight
+bytes at the load dtype or quantized, and KV-cache bytes per token. Built on the meta device, so
+the full 26B-A4B shape is accounted for without a single weight."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from dgemma.config import ModelConfig
+from dgemma.engine.cache import KVCache
+from dgemma.model.transformer import DiffusionGemma
+from dgemma.quant.apply import prepare
+from dgemma.quant.scheme import QuantScheme
+
+COMPONENTS = ("embedding", "experts", "attention", "mlp", "router", "self_conditioning", "norms")
+
+
+def component(name: str) -> str:
+    if name.startswith("embed_tokens"):
+        return "embedding"
+    if name.startswith("self_conditioning"):
+        return "self_conditioning"
+    for part, label in ((".experts.", "experts"), (".router.", "router"), (".mlp.", "mlp")):
+        if part in name:
+            return label
+    if ".self_attn." in name and "_norm" not in name:
+        return "attention"
+    return "norms"
+
+
+def memory_report(config: ModelConfig, scheme: QuantScheme | None, dtype: torch.dtype) -> dict[str, Any]:
+    """{components: {name: {params, bytes}}, total_params, active_params, weight_bytes,
+    kv_bytes_per_token}: bytes as `dgemma.load` would hold them (float weights at `dtype`,
+    quantized data and their float32 scales as stored)."""
+    with torch.device("meta"):
+        model = DiffusionGemma(config)
+        counts = {c: 0 for c in COMPONENTS}
+        for name, p in model.named_parameters():
+            counts[component(name)] += p.numel()
+        if scheme is not None:
+            prepare(model, scheme)
+        sizes = {c: 0 for c in COMPONENTS}
+        quantized = {n for n, _ in model.named_buffers() if n.endswith(("qweight", "scale"))}
+        for name, t in model.state_dict(keep_vars=True).items():  # what loading assigns
+            if name in quantized or not t.is_floating_point():
+                sizes[component(name)] += t.numel() * t.element_size()
+            else:
+                sizes[component(name)] += t.numel() * dtype.itemsize
+        cache = KVCache(config, 1, 1, dtype, torch.device("meta"))
+    expert_params = counts["experts"]
+    active = sum(counts.values()) - expert_params + expert_params * config.top_k_experts // config.num_experts
+    return {
+        "scheme": "full precision" if scheme is None else str(scheme),
+        "dtype": str(dtype).removeprefix("torch."),
+        "components": {c: {"params": counts[c], "bytes": sizes[c]} for c in COMPONENTS},
+        "total_params": sum(counts.values()),
+        "active_params": active,
+        "weight_bytes": sum(sizes.values()),
+        "kv_bytes_per_token": cache.nbytes(),
+    }

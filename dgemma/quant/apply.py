@@ -1,0 +1,53 @@
+"""Swapping a model's layers for quantized ones before its weights load, and quantizing each
+checkpoint tensor as it is read (so the full-precision model never exists in memory)."""
+
+from __future__ import annotations
+
+import torch
+
+from dgemma.model.transformer import DiffusionGemma
+from dgemma.quant.modules import QuantExperts, QuantLinear
+from dgemma.quant.scheme import QuantScheme
+from dgemma.quant.tensor import check_shape, quantize
+
+_ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+_MLP = ("gate_proj", "up_proj", "down_proj")
+
+
+def prepare(model: DiffusionGemma, scheme: QuantScheme) -> dict[str, str]:
+    """Replace the targeted layers of a (meta-device) model with quantized ones. Returns, per
+    checkpoint weight name, the prefix its `qweight` and `scale` take instead."""
+    targets: dict[str, str] = {}
+    for i, block in enumerate(model.layers):
+        groups = []
+        if "attention" in scheme.components:
+            groups.append(("self_attn", block.self_attn, _ATTENTION))
+        if "mlp" in scheme.components:
+            groups.append(("mlp", block.mlp, _MLP))
+        for where, module, names in groups:
+            for name in names:
+                linear = getattr(module, name)
+                if linear is None:  # a layer whose values are its keys
+                    continue
+                check_shape(linear.weight.shape, scheme.bits, scheme.group_size)
+                setattr(
+                    module,
+                    name,
+                    QuantLinear(linear.in_features, linear.out_features, linear.bias is not None, scheme),
+                )
+                targets[f"layers.{i}.{where}.{name}.weight"] = f"layers.{i}.{where}.{name}."
+        if "experts" in scheme.components:
+            for bank in (block.experts.gate_up_proj, block.experts.down_proj):
+                check_shape(bank.shape, scheme.bits, scheme.group_size)
+            block.experts = QuantExperts(model.config, scheme)
+            for bank in ("gate_up_proj", "down_proj"):
+                targets[f"layers.{i}.experts.{bank}"] = f"layers.{i}.experts.{bank}_"
+    return targets
+
+
+def quantized_state(
+    prefix: str, tensor: torch.Tensor, scheme: QuantScheme, device: torch.device
+) -> dict[str, torch.Tensor]:
+    """The `qweight` / `scale` entries of one checkpoint tensor."""
+    qweight, scale = quantize(tensor, scheme.bits, scheme.group_size)
+    return {f"{prefix}qweight": qweight.to(device), f"{prefix}scale": scale.to(device)}
