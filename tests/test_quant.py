@@ -143,3 +143,61 @@ def test_cli_inspect_and_quantize_flags(checkpoint):
     assert gen.returncode == 0, gen.stderr
     odd = run("generate", "--model", str(checkpoint[0]), "hi", "--quantize", "int4", "--group-size", "6")
     assert odd.returncode == 2 and "group_size" in odd.stderr
+
+
+@pytest.mark.parametrize("scheme,group", [("int8", None), ("int4", 8)])
+def test_quantize_round_trip_gives_the_in_memory_quantized_model(checkpoint, tmp_path, scheme, group):
+    directory, _ = checkpoint
+    args = ["--group-size", str(group)] if group else []
+    out = run("quantize", "--model", str(directory), "--out", str(tmp_path / "q"), "--scheme", scheme, *args)
+    assert out.returncode == 0, out.stderr
+    config = json.loads((tmp_path / "q" / "config.json").read_text())
+    assert config["quantization_config"]["quant_method"] == "dgemma"
+    written, in_memory = (
+        dgemma.load(tmp_path / "q"),
+        dgemma.load(directory, quantize=scheme, group_size=group),
+    )
+    for name, tensor in in_memory.model.state_dict().items():
+        assert torch.equal(written.model.state_dict()[name], tensor), name
+    ids = [[2, 17, 99, 45]]
+    assert torch.equal(written.encoder_logits(ids), in_memory.encoder_logits(ids))
+    same = dgemma.load(tmp_path / "q", quantize=scheme, group_size=group)  # the stored scheme, named
+    assert torch.equal(same.encoder_logits(ids), in_memory.encoder_logits(ids))
+    other = "int4" if scheme == "int8" else "int8"
+    with pytest.raises(ValueError, match="weights already"):
+        dgemma.load(tmp_path / "q", quantize=other, group_size=8 if other == "int4" else None)
+
+
+def test_corrupt_or_foreign_quantized_checkpoints_are_clear_errors(checkpoint, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    directory, _ = checkpoint
+    q = tmp_path / "q"
+    assert run("quantize", "--model", str(directory), "--out", str(q), "--scheme", "int8").returncode == 0
+    assert "must differ" in run("quantize", "--model", str(q), "--out", str(q), "--scheme", "int8").stderr
+    assert (
+        "quantized already"
+        in run("quantize", "--model", str(q), "--out", str(tmp_path / "r"), "--scheme", "int4").stderr
+    )
+    cases = {}
+    for label in ("foreign method", "wrong dtype", "missing scale"):
+        cases[label] = tmp_path / label.replace(" ", "_")
+        shutil.copytree(q, cases[label])
+    config = json.loads((q / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "gptq", "bits": 4}
+    (cases["foreign method"] / "config.json").write_text(json.dumps(config))
+    tensors = load_file(q / "model.safetensors")
+    key = next(k for k in tensors if k.endswith("q_proj.qweight"))
+    save_file({**tensors, key: tensors[key].float()}, cases["wrong dtype"] / "model.safetensors")
+    scale = next(k for k in tensors if k.endswith("experts.down_proj_scale"))
+    save_file({k: v for k, v in tensors.items() if k != scale}, cases["missing scale"] / "model.safetensors")
+    messages = {
+        "foreign method": "quant_method 'gptq'",
+        "wrong dtype": "torch.int8",
+        "missing scale": "missing tensor",
+    }
+    for label, path in cases.items():
+        with pytest.raises(dgemma.CheckpointError, match=messages[label]):
+            dgemma.load(path)

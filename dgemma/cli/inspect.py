@@ -1,4 +1,5 @@
-"""`dgemma inspect`: parameters and memory of a checkpoint (or a published shape) as it would load."""
+"""`dgemma inspect` (parameters and memory of a checkpoint, or a published shape, as it would load) and
+`dgemma quantize` (a checkpoint written quantized)."""
 
 from __future__ import annotations
 
@@ -61,3 +62,23 @@ def _size(n: int) -> str:
         if n >= scale:
             return f"{n / scale:.2f} {unit}"
     return f"{n} B"
+
+
+def add_quantize_parser(sub) -> None:
+    qz = sub.add_parser("quantize", help="write a checkpoint with int8 / int4 weights that dgemma.load reads")
+    qz.add_argument("--model", required=True, help="the full-precision checkpoint directory")
+    qz.add_argument("--out", required=True, help="where to write the quantized checkpoint")
+    qz.add_argument("--scheme", choices=["int8", "int4"], required=True)
+    qz.add_argument("--group-size", type=int, default=None, help="int4: inputs per scale (default 32)")
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from dgemma.quant.save import quantize_checkpoint
+    from dgemma.quant.scheme import QuantScheme
+
+    args.quantize = args.scheme
+    quant = quant_kwargs(args)
+    out = quantize_checkpoint(args.model, args.out, QuantScheme.parse(quant["quantize"], quant["group_size"]))
+    size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
+    print(f"wrote {out} ({size / 2**20:.1f} MiB of weights, {args.scheme})")
+    return 0

@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     sudoku.add_parser(sub, Parser)
     bench.add_parser(sub)
     inspect.add_parser(sub)
+    inspect.add_quantize_parser(sub)
     return parser
 
 
@@ -34,6 +35,7 @@ COMMANDS = {
     "bench": bench.run,
     "sudoku": sudoku.run,
     "inspect": inspect.cmd_inspect,
+    "quantize": inspect.cmd_quantize,
 }
 
 

@@ -137,13 +137,24 @@ def load_model(
     device = torch.device(device)
     dtype = resolve_dtype(dtype, device)
     config = read_model_config(directory)
+    stored = _stored_scheme(directory)
+    if stored is not None and quantize is not None and quantize != stored:
+        raise CheckpointError(
+            f"{directory} holds {stored} weights already (`dgemma quantize` wrote it); load it without `quantize`"
+        )
     files = weight_files(directory)
 
     with torch.device("meta"):
         model = DiffusionGemma(config)
+    as_stored: dict[str, torch.dtype] = {}  # packed weights and their scales, read as they are
+    if stored is not None:
+        from dgemma.quant.apply import packed_dtypes, prepare
+
+        prepare(model, stored)
+        as_stored = packed_dtypes(model)
     expected = {k: v.shape for k, v in model.state_dict().items() if k != "encoder_layer_scalar"}
     targets = {}
-    if quantize is not None:
+    if quantize is not None and stored is None:
         from dgemma.quant.apply import prepare, quantized_state
 
         try:
@@ -166,8 +177,14 @@ def load_model(
             )
         if name in targets:
             state.update(quantized_state(targets[name], tensor, quantize, device))
+        elif name in as_stored:
+            if tensor.dtype != as_stored[name]:
+                raise CheckpointError(
+                    f"tensor {_DECODER}{name} is {tensor.dtype}; a {stored} checkpoint stores it as {as_stored[name]}"
+                )
+            state[name] = tensor.to(device=device, copy=True)
         else:  # quantized loads copy the rest too, so nothing keeps the checkpoint's mmap alive
-            state[name] = tensor.to(device=device, dtype=dtype, copy=bool(targets))
+            state[name] = tensor.to(device=device, dtype=dtype, copy=bool(targets or as_stored))
         found.pop(name, None)
     scalars = [encoder_scalars.get(i, torch.ones(1)).reshape(1) for i in range(config.num_hidden_layers)]
     state["encoder_layer_scalar"] = torch.cat(scalars).to(device=device, dtype=dtype)
@@ -185,6 +202,17 @@ def load_model(
         shown = ", ".join(report.unexpected[:3]) + (" ..." if len(report.unexpected) > 3 else "")
         log.warning("ignored %d unexpected tensors (%s)", len(report.unexpected), shown)
     return model, report
+
+
+def _stored_scheme(directory: Path) -> QuantScheme | None:
+    """The scheme of a checkpoint `dgemma quantize` wrote (its config.json's quantization_config)."""
+    raw = read_json(inside(directory, "config.json")).get("quantization_config")
+    if raw is None:
+        return None
+    try:
+        return QuantScheme.from_config(raw)
+    except ValueError as err:
+        raise CheckpointError(f"{directory / 'config.json'}: {err}") from None
 
 
 def _return_freed_memory() -> None:

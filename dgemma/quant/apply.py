@@ -45,6 +45,17 @@ def prepare(model: DiffusionGemma, scheme: QuantScheme) -> dict[str, str]:
     return targets
 
 
+def packed_dtypes(model: DiffusionGemma) -> dict[str, torch.dtype]:
+    """State-dict names of the quantized layers' packed weights and scales, with their dtypes."""
+    out = {}
+    for prefix, module in model.named_modules():
+        if isinstance(module, QuantLinear | QuantExperts):
+            for name, buffer in module.named_buffers(recurse=False):
+                if name.endswith(("qweight", "scale")):
+                    out[f"{prefix}.{name}"] = buffer.dtype
+    return out
+
+
 def quantized_state(
     prefix: str, tensor: torch.Tensor, scheme: QuantScheme, device: torch.device
 ) -> dict[str, torch.Tensor]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 COMPONENTS = ("experts", "attention", "mlp")
 SCHEMES = {"int8": 8, "int4": 4}
 DEFAULT_GROUP_SIZE = 32
+QUANT_METHOD = "dgemma"  # config.json's quantization_config.quant_method for checkpoints we write
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,33 @@ class QuantScheme:
 
     def __str__(self) -> str:
         return self.name if self.bits == 8 else f"{self.name}, group {self.group_size}"
+
+    def to_config(self) -> dict:
+        """config.json's `quantization_config` for a checkpoint written quantized."""
+        return {
+            "quant_method": QUANT_METHOD,
+            "bits": self.bits,
+            "group_size": self.group_size,
+            "components": list(self.components),
+        }
+
+    @classmethod
+    def from_config(cls, raw: object) -> QuantScheme:
+        """The scheme a checkpoint's `quantization_config` records; ValueError when it is not ours."""
+        if not isinstance(raw, dict) or raw.get("quant_method") != QUANT_METHOD:
+            method = raw.get("quant_method") if isinstance(raw, dict) else raw
+            raise ValueError(
+                f"`quantization_config` has quant_method {method!r}; dgemma reads {QUANT_METHOD!r} "
+                "checkpoints (written by `dgemma quantize`)"
+            )
+        components = raw.get("components", list(COMPONENTS))
+        if not isinstance(components, list) or not set(components) <= set(COMPONENTS):
+            raise ValueError(f"`quantization_config.components` must be a subset of {list(COMPONENTS)}")
+        bits = {8: "int8", 4: "int4"}.get(raw.get("bits"))
+        if bits is None:
+            raise ValueError(f"`quantization_config.bits` must be 8 or 4, got {raw.get('bits')!r}")
+        keep = tuple(c for c in COMPONENTS if c not in components)
+        return cls.parse(bits, raw.get("group_size", DEFAULT_GROUP_SIZE), keep)
 
     @classmethod
     def parse(
