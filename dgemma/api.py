@@ -18,7 +18,7 @@ from dgemma.config.files import inside, read_json
 from dgemma.engine.cache import KVCache
 from dgemma.engine.events import Event
 from dgemma.engine.logprobs import prompt_logprobs
-from dgemma.engine.passes import decode_rows, encode_rows
+from dgemma.engine.passes import decode_rows, encode_rows, ragged_rows
 from dgemma.engine.request import Request
 from dgemma.engine.results import Completion, TokenLogprob
 from dgemma.generation import infill as infilling
@@ -33,6 +33,7 @@ from dgemma.quant import QuantScheme
 from dgemma.structured.generate import JsonJob
 from dgemma.structured.json_object import as_json_object
 from dgemma.text import TextCodec
+from dgemma.train.peft_format import merge_adapter
 
 __all__ = ["GenerationOutput", "Mode", "Model", "load"]
 
@@ -44,6 +45,7 @@ def load(
     compile: bool = False,
     quantize: str | None = None,
     group_size: int | None = None,
+    adapter: str | Path | None = None,
 ) -> Model:
     """Load a DiffusionGemma checkpoint directory (Hugging Face layout).
 
@@ -57,10 +59,19 @@ def load(
         quantize: "int8" (per output channel) or "int4" (per `group_size` inputs, default 32)
             weight-only quantization of the experts, attention and dense MLP, applied tensor by
             tensor as the weights load (docs/quantization.md); None keeps full precision.
+        adapter: a LoRA adapter directory in PEFT's format (adapter_config.json and
+            adapter_model.safetensors, as `dgemma train --lora-rank` and `peft` write them),
+            merged into the weights at load.
     """
     path = Path(path)
     scheme = QuantScheme.parse(quantize, group_size)
+    if adapter is not None and scheme is not None:
+        raise ValueError(
+            "`adapter` with `quantize`: merge the adapter first (dgemma.load + export), then quantize"
+        )
     model, _ = load_model(path, dtype=dtype, device=device, quantize=scheme)
+    if adapter is not None:
+        merge_adapter(model, adapter)
     if compile:
         model.compile()
     gen = read_json(inside(path, "generation_config.json"), required=False)
@@ -311,7 +322,7 @@ class Model:
     @torch.inference_mode()
     def encoder_logits(self, input_ids: Any, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Causal LM logits (B, T, V) of the encoder; positions the mask excludes are zero."""
-        rows, layout = _ragged(input_ids, attention_mask)
+        rows, layout = ragged_rows(input_ids, attention_mask, _as_prompt_list)
         cache = self._cache(rows, extra=0)
         hidden, _ = encode_rows(self.model, cache, list(range(len(rows))), rows)
         logits = self.model.logits(hidden)
@@ -330,7 +341,7 @@ class Model:
         attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Canvas logits (B, C, V) of the decoder given each prompt as the cached prefix."""
-        rows, _ = _ragged(input_ids, attention_mask)
+        rows, _ = ragged_rows(input_ids, attention_mask, _as_prompt_list)
         canvas = torch.as_tensor(canvas, dtype=torch.long, device=self.model.device)
         if canvas.ndim != 2 or canvas.shape[0] != len(rows):
             raise ValueError(f"`canvas` must have shape (batch={len(rows)}, C), got {tuple(canvas.shape)}")
@@ -375,23 +386,3 @@ def _as_prompt_list(prompts: Any) -> list[Any]:
     if isinstance(first, int | dict):  # one token-id prompt, or one chat
         return [list(prompts)]
     return list(prompts)
-
-
-def _ragged(input_ids: Any, attention_mask: torch.Tensor | None) -> tuple[list[list[int]], torch.Tensor]:
-    """Rows of real token ids, and a (B, T) bool layout of where they sit in the input."""
-    if isinstance(input_ids, torch.Tensor):
-        ids = input_ids if input_ids.ndim == 2 else input_ids[None]
-        mask = torch.ones_like(ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
-        if mask.shape != ids.shape:
-            raise ValueError(
-                f"`attention_mask` shape {tuple(mask.shape)} differs from `input_ids` {tuple(ids.shape)}"
-            )
-        rows = [ids[i][mask[i]].tolist() for i in range(ids.shape[0])]
-        layout = mask.cpu()
-    else:
-        rows = [list(r) for r in _as_prompt_list(input_ids)]
-        width = max(len(r) for r in rows)
-        layout = torch.tensor([[j < len(r) for j in range(width)] for r in rows])
-    if any(not r for r in rows):
-        raise ValueError("`input_ids`: every row needs at least one token")
-    return rows, layout

@@ -120,3 +120,12 @@ def test_lora_fine_tune_from_cli(checkpoint, tmp_path):
     q, k = "model.decoder.layers.1.self_attn.q_proj.weight", "model.decoder.layers.1.self_attn.k_proj.weight"
     assert not torch.equal(before[q], after[q])
     assert torch.equal(before[k], after[k])
+    # the adapter alone, in PEFT's format: on the base model it gives the merged export's logits
+    import dgemma
+
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    with_adapter, merged = dgemma.load(checkpoint[0], adapter=out / "adapter"), dgemma.load(out / "model")
+    ids = [[2, 17, 99, 45]]
+    torch.testing.assert_close(
+        with_adapter.encoder_logits(ids), merged.encoder_logits(ids), rtol=1e-5, atol=1e-5
+    )

@@ -36,8 +36,11 @@ def add_sampler_flags(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def add_quant_flags(parser: argparse.ArgumentParser) -> None:
-    """--quantize int8|int4 and --group-size (weight-only quantization at load, docs/quantization.md)."""
+def add_load_flags(parser: argparse.ArgumentParser, adapter: bool = True) -> None:
+    """--quantize int8|int4 and --group-size (weight-only quantization at load, docs/quantization.md),
+    and --adapter (a PEFT-format LoRA adapter merged at load)."""
+    if adapter:
+        parser.add_argument("--adapter", default=None, help="a LoRA adapter directory in PEFT's format")
     parser.add_argument(
         "--quantize",
         choices=["int8", "int4"],
@@ -47,14 +50,15 @@ def add_quant_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--group-size", type=int, default=None, help="int4: inputs per scale (default 32)")
 
 
-def quant_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+def load_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """dgemma.load's quantization arguments from the flags, checked before any weights load."""
     from dgemma.quant.scheme import QuantScheme
 
     if args.group_size is not None and args.quantize != "int4":
         raise ValueError("`--group-size` applies to --quantize int4")
     QuantScheme.parse(args.quantize, args.group_size)
-    return {"quantize": args.quantize, "group_size": args.group_size}
+    out = {"quantize": args.quantize, "group_size": args.group_size}
+    return out if getattr(args, "adapter", None) is None else {**out, "adapter": args.adapter}
 
 
 def sampler_overrides(args: argparse.Namespace) -> dict[str, Any]:

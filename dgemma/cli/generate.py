@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from dgemma.cli.common import add_quant_flags, add_sampler_flags, quant_kwargs, sampler_overrides
+from dgemma.cli.common import add_load_flags, add_sampler_flags, load_kwargs, sampler_overrides
 from dgemma.config import SamplerConfig
 
 
@@ -76,7 +76,7 @@ def add_parsers(sub) -> None:
         "--hide-reasoning", action="store_true", help="print the answer only, not the reasoning before it"
     )
     add_sampler_flags(gen)
-    add_quant_flags(gen)
+    add_load_flags(gen)
 
     inf = sub.add_parser("infill", help="fill the gap between a prefix and a suffix")
     inf.add_argument("--model", required=True)
@@ -118,7 +118,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise ValueError("`--json-object` works without --json-schema and --show-steps")
     if args.think is not None and args.raw:
         raise ValueError("`--think` / `--no-think` switch the chat template, which --raw leaves out")
-    quant = quant_kwargs(args)
+    quant = load_kwargs(args)
     model = dgemma.load(args.model, dtype=args.dtype, device=args.device, compile=args.compile, **quant)
     thinking = {} if args.think is None else {"enable_thinking": args.think}
     if thinking and model.reasoning is None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from dgemma.cli.common import add_quant_flags, quant_kwargs
+from dgemma.cli.common import add_load_flags, load_kwargs
 
 
 def add_parser(sub) -> None:
@@ -16,7 +16,7 @@ def add_parser(sub) -> None:
     source.add_argument("--config", help="a published shape instead: diffusiongemma-26b-a4b")
     ins.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="bfloat16")
     ins.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    add_quant_flags(ins)
+    add_load_flags(ins, adapter=False)
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -27,7 +27,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from dgemma.quant.accounting import memory_report
     from dgemma.quant.scheme import QuantScheme
 
-    quant = quant_kwargs(args)
+    quant = load_kwargs(args)
     scheme = QuantScheme.parse(quant["quantize"], quant["group_size"])
     if args.model is not None:
         from pathlib import Path
@@ -77,7 +77,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from dgemma.quant.scheme import QuantScheme
 
     args.quantize = args.scheme
-    quant = quant_kwargs(args)
+    quant = load_kwargs(args)
     out = quantize_checkpoint(args.model, args.out, QuantScheme.parse(quant["quantize"], quant["group_size"]))
     size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
     print(f"wrote {out} ({size / 2**20:.1f} MiB of weights, {args.scheme})")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from dgemma.cli.common import add_quant_flags, quant_kwargs
+from dgemma.cli.common import add_load_flags, load_kwargs
 
 
 def add_parser(sub) -> None:
@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
     sv.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
     sv.add_argument("--device", default="cpu")
     sv.add_argument("--compile", action="store_true", help="torch.compile the model")
-    add_quant_flags(sv)
+    add_load_flags(sv)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -54,9 +54,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         path = Path(args.model)
         name = path.resolve().name
-    model = dgemma.load(
-        path, dtype=args.dtype, device=args.device, compile=args.compile, **quant_kwargs(args)
-    )
+    model = dgemma.load(path, dtype=args.dtype, device=args.device, compile=args.compile, **load_kwargs(args))
     settings = ServerSettings(
         host=args.host,
         port=args.port,

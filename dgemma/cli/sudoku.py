@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 from dgemma.cli.common import (
-    add_quant_flags,
+    add_load_flags,
     add_sampler_flags,
     add_train_flags,
-    quant_kwargs,
+    load_kwargs,
     sampler_overrides,
     train_config,
     train_with_progress,
@@ -71,7 +71,7 @@ def add_parser(sub, parser_class) -> None:
     de.add_argument("--n", type=int, default=4, help="puzzles to watch")
     de.add_argument("--eval-n", type=int, default=50, help="puzzles for the solve rate")
     de.add_argument("--seed", type=int, default=0)
-    add_quant_flags(de)
+    add_load_flags(de)
 
     so = cmds.add_parser(
         "solve",
@@ -107,7 +107,7 @@ def _add_solver_flags(parser: argparse.ArgumentParser) -> None:
         help="rerun a wrong grid with a new seed, up to N times",
     )
     add_sampler_flags(parser)
-    add_quant_flags(parser)
+    add_load_flags(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -132,7 +132,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     if not 1 <= args.n <= 16 or not 1 <= args.eval_n <= MAX_EVAL_PUZZLES:
         raise ValueError(f"--n must be between 1 and 16, --eval-n between 1 and {MAX_EVAL_PUZZLES}")
-    model = dgemma.load(_model_dir(args.model), **quant_kwargs(args))
+    model = dgemma.load(_model_dir(args.model), **load_kwargs(args))
     console = Console()
     shown = sudoku.heldout_puzzles(args.n, seed=args.seed + 1)
     events = run.stream(model.model, solver_requests(model, [p.puzzle for p in shown], seed=args.seed))
@@ -242,7 +242,7 @@ def _eval(args: argparse.Namespace) -> int:
         lo, hi = (22, 35) if args.givens is None else (lo, hi)
         puzzles = sudoku.heldout_puzzles(args.n or 100, givens=(lo, hi), seed=args.seed)
         source = f"held-out puzzles, {lo}-{hi} givens"
-    model = dgemma.load(_model_dir(args.model), **quant_kwargs(args))
+    model = dgemma.load(_model_dir(args.model), **load_kwargs(args))
     report = {"source": source, **evaluate(model, puzzles, options=options, seed=args.seed, **overrides)}
     if args.json:
         print(json.dumps(report, indent=2))
@@ -299,7 +299,7 @@ def _solve(args: argparse.Namespace) -> int:
     if not given:
         raise ValueError("give puzzles as arguments or with --file")
     cells = _checked(given)
-    model = dgemma.load(_model_dir(args.model), **quant_kwargs(args))
+    model = dgemma.load(_model_dir(args.model), **load_kwargs(args))
     result = solve(model, cells, options=options, seed=args.seed, **overrides)
     valid = result.valid
     if args.json:

@@ -40,8 +40,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     source = Path(args.model)
     config_json = read_json(source / "config.json")
+    adapter = ""
+    if config.lora_rank:  # the adapter alone, in PEFT's format, before export merges it
+        from dgemma.train.peft_format import save_adapter
+
+        adapter = f"; adapter in {save_adapter(model.model, out / 'adapter', str(source))}"
     export(
         model.model, out / "model", model.sampler_defaults, config_json, source, model.defaults.max_new_tokens
     )
-    print(f"step {result.step}: loss {result.metrics[-1]['loss']:.4f}; model in {out / 'model'}")
+    print(f"step {result.step}: loss {result.metrics[-1]['loss']:.4f}; model in {out / 'model'}{adapter}")
     return 0

@@ -1,4 +1,5 @@
-"""Batched model passes over chosen cache rows: a ragged causal encode and a canvas decode.
+"""Batched model passes over chosen cache rows: a ragged causal encode and a canvas decode (and
+the ragged rows a padded batch holds).
 
 Rows are cache row indices. When a pass covers every row of the cache in order, the attention plan
 reads the store without gathering rows; otherwise only the rows in the pass are computed, so a
@@ -6,6 +7,9 @@ finished or stopped row costs no forward-pass work.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -55,3 +59,25 @@ def decode_rows(
     lengths = cache.lengths if index is None else cache.lengths[index]
     plan = decoder_plan(lengths, canvas.shape[1], model.config.sliding_window, cache.capacity, index)
     return model.decode(canvas, cache.store, plan, soft_embeds)
+
+
+def ragged_rows(
+    input_ids: Any, attention_mask: torch.Tensor | None, as_list: Callable[[Any], list[Any]]
+) -> tuple[list[list[int]], torch.Tensor]:
+    """Rows of real token ids, and a (B, T) bool layout of where they sit in the input."""
+    if isinstance(input_ids, torch.Tensor):
+        ids = input_ids if input_ids.ndim == 2 else input_ids[None]
+        mask = torch.ones_like(ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        if mask.shape != ids.shape:
+            raise ValueError(
+                f"`attention_mask` shape {tuple(mask.shape)} differs from `input_ids` {tuple(ids.shape)}"
+            )
+        rows = [ids[i][mask[i]].tolist() for i in range(ids.shape[0])]
+        layout = mask.cpu()
+    else:
+        rows = [list(r) for r in as_list(input_ids)]
+        width = max(len(r) for r in rows)
+        layout = torch.tensor([[j < len(r) for j in range(width)] for r in rows])
+    if any(not r for r in rows):
+        raise ValueError("`input_ids`: every row needs at least one token")
+    return rows, layout

@@ -105,6 +105,7 @@ class DiffusionGemma(nn.Module):
             inv = rope_inv_freq(config.rope[layer_type], head_dim)
             self.register_buffer(f"inv_freq_{layer_type.value}", inv, persistent=False)
         self._encode, self._decode = self._encode_eager, self._decode_eager
+        self.decoding = False  # which pass runs now, for layers that differ by pass (a PEFT adapter's)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -141,6 +142,7 @@ class DiffusionGemma(nn.Module):
 
     def encode(self, ids: torch.Tensor, store: KVStore, plan: AttentionPlan) -> torch.Tensor:
         """Causal pass over token ids (b, T); writes their keys and values; returns final hidden (b, T, H)."""
+        self.decoding = False
         return self._encode(ids, store, plan)
 
     def decode(
@@ -151,6 +153,7 @@ class DiffusionGemma(nn.Module):
         soft_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Bidirectional pass over a canvas (b, C) given the cached prefix; returns final hidden (b, C, H)."""
+        self.decoding = True
         return self._decode(canvas, store, plan, soft_embeds)
 
     def compile(self) -> None:
