@@ -76,3 +76,34 @@ def test_lm_eval_local_completions_scores_and_generates_through_the_server(model
 
 def _samples(out, task: str) -> list[dict]:
     return [json.loads(line) for line in next(out.rglob(f"samples_{task}_*.jsonl")).read_text().splitlines()]
+
+
+@pytest.mark.slow  # ~15 s: lm-eval's imports and a server; CI runs it (./scripts/test --all)
+def test_lm_eval_local_chat_completions_generates_through_the_server(model, tmp_path):
+    """lm-eval's `local-chat-completions` (the chat endpoint, with --apply_chat_template): the
+    requests it sends are accepted and every sample gets the server's answer."""
+    from dgemma.server.app import ServerSettings
+    from dgemma.server.launch import running_server
+
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "gen.jsonl").write_text("".join(json.dumps(d) + "\n" for d in GEN))
+    (tasks / "dg_chat.yaml").write_text(
+        _task("dg_chat", tasks / "gen.jsonl", "output_type: generate_until\ndoc_to_target: answer\n"
+              'generation_kwargs:\n  until: ["\\n"]\n  max_gen_toks: 8\nmetric_list:\n  - metric: exact_match\n')
+    )  # fmt: skip
+    out = tmp_path / "out"
+    with running_server(model, ServerSettings(port=0, model_name="tiny")) as (url, server):
+        args = f"model=tiny,base_url={url}/v1/chat/completions,num_concurrent=2"
+        env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
+        proc = subprocess.run(
+            [sys.executable, "-m", "lm_eval", "--model", "local-chat-completions", "--model_args", args,
+             "--tasks", "dg_chat", "--include_path", str(tasks), "--output_path", str(out), "--log_samples",
+             "--apply_chat_template"],
+            capture_output=True, text=True, env=env, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    samples = _samples(out, "dg_chat")
+    assert len(samples) == len(GEN) and all(isinstance(s["resps"][0][0], str) for s in samples)
+    results = json.loads(next(out.rglob("results_*.json")).read_text())["results"]
+    assert 0 <= results["dg_chat"]["exact_match,none"] <= 1

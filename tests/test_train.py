@@ -217,7 +217,7 @@ def test_clean_positions_are_never_corrupted_and_carry_no_loss():
     assert batch.supervised[0, [1, 3, 4, 6, 7]].all() and not batch.clean[1].any()
     g = torch.Generator().manual_seed(0)
     for _ in range(50):
-        noisy, _ = corrupt(batch.targets, batch.supervised & ~batch.clean, 24, 0.999, g)
+        noisy, _ = corrupt(batch.targets, batch.supervised & ~batch.clean, 24, 0.999, [g, g])
         assert torch.equal(noisy[0, [0, 2, 5]], batch.targets[0, [0, 2, 5]])
 
 

@@ -12,6 +12,12 @@ matters equally to it, and the unweighted loss has far lower variance at small t
 With probability `self_conditioning_prob` per example, a first decoder pass without gradients
 produces logits whose softmax-expected embedding conditions the second pass, as the previous
 step's logits do at inference; other examples get no signal (a zero soft embedding).
+
+Every random draw of an example (its t, which positions flip, their noise tokens, its
+self-conditioning coin) comes from that example's own generator, over the example's own canvases:
+the draws do not depend on which other examples share its batch, so splitting a batch across
+processes (`distributed.py`) changes nothing. The means are over the counts the caller passes
+(the global batch's), or this batch's own.
 """
 
 from __future__ import annotations
@@ -53,25 +59,37 @@ def corrupt(
     supervised: torch.Tensor,
     vocab_size: int,
     min_noise: float,
-    generator: torch.Generator,
+    generators: list[torch.Generator],
+    spans: list[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Noisy canvases (B, n*C) and the per-example noise levels t (B,)."""
-    B = targets.shape[0]
+    """Noisy canvases (B, n*C) and the per-example noise levels t (B,): example b draws from
+    `generators[b]` over its own `spans[b]` positions (default: the whole row)."""
+    B, width = targets.shape
     device = targets.device
-    t = min_noise + (1 - min_noise) * torch.rand(B, generator=generator, device=device)
-    flip = (torch.rand(targets.shape, generator=generator, device=device) < t[:, None]) & supervised
-    noise = torch.randint(0, vocab_size, targets.shape, generator=generator, device=device)
-    return torch.where(flip, noise, targets), t
+    t = torch.empty(B, device=device)
+    flip = torch.zeros_like(supervised)
+    noise = torch.zeros_like(targets)
+    for b, g in enumerate(generators):
+        span = width if spans is None else spans[b]
+        t[b] = min_noise + (1 - min_noise) * torch.rand(1, generator=g, device=device)
+        flip[b, :span] = torch.rand(span, generator=g, device=device) < t[b]
+        noise[b, :span] = torch.randint(0, vocab_size, (span,), generator=g, device=device)
+    return torch.where(flip & supervised, noise, targets), t
 
 
 def compute_loss(
     model: DiffusionGemma,
     batch: Batch,
     config: ObjectiveConfig,
-    generator: torch.Generator,
+    generators: list[torch.Generator],
     encoder_only: bool = False,
+    counts: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> LossOutput:
-    """The training loss of one batch; `encoder_only` trains the autoregressive baseline (AR loss alone)."""
+    """The training loss of one batch (one generator per example); `encoder_only` trains the
+    autoregressive baseline (AR loss alone). `counts`: the (diffusion, AR) supervised positions the
+    means are over (a global batch's, when this batch is one process's share); default this batch's."""
+    if counts is None:
+        counts = batch_counts(batch)
     ids = batch.ids
     if config.ar_weight == 0 and not encoder_only:
         ids = ids[:, : int(batch.starts.max())]  # canvases read only what precedes them
@@ -79,19 +97,30 @@ def compute_loss(
     ar = torch.zeros((), device=ids.device)
     if config.ar_weight > 0 or encoder_only:
         logits = model.logits(encoder_hidden)
-        ar = F.cross_entropy(logits.flatten(0, 1), batch.ar_targets.flatten(), ignore_index=-100)
+        summed = F.cross_entropy(
+            logits.flatten(0, 1), batch.ar_targets.flatten(), ignore_index=-100, reduction="sum"
+        )
+        ar = (summed / counts[1].clamp(min=1)).float()
     if encoder_only:
         return LossOutput(ar, torch.zeros_like(ar), ar)
     corruptible = batch.supervised & ~batch.clean
-    noisy, _ = corrupt(batch.targets, corruptible, model.config.vocab_size, config.min_noise, generator)
+    spans = (batch.supervised | batch.clean).sum(dim=1).tolist()  # each example's own canvases
+    noisy, _ = corrupt(
+        batch.targets, corruptible, model.config.vocab_size, config.min_noise, generators, spans
+    )
     soft = None
     if config.self_conditioning_prob > 0:
-        draw = torch.rand(noisy.shape[0], generator=generator, device=noisy.device)
+        draw = torch.cat([torch.rand(1, generator=g, device=noisy.device) for g in generators])
         use = draw < config.self_conditioning_prob
         if bool(use.any()):
             soft = _self_conditioning(model, contexts, noisy, batch.starts, use)
     logits = model.logits(decode_canvases(model, contexts, noisy, batch.starts, soft))
-    return _diffusion_loss(logits, batch, ar, config)
+    return _diffusion_loss(logits, batch, ar, config, counts[0])
+
+
+def batch_counts(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Supervised positions of the diffusion loss and of the AR loss in `batch`."""
+    return batch.supervised.sum().double(), (batch.ar_targets != -100).sum().double()
 
 
 def _self_conditioning(model, contexts, noisy, starts, use: torch.Tensor) -> torch.Tensor:
@@ -106,9 +135,9 @@ def _self_conditioning(model, contexts, noisy, starts, use: torch.Tensor) -> tor
 
 
 def _diffusion_loss(
-    logits: torch.Tensor, batch: Batch, ar: torch.Tensor, config: ObjectiveConfig
+    logits: torch.Tensor, batch: Batch, ar: torch.Tensor, config: ObjectiveConfig, count: torch.Tensor
 ) -> LossOutput:
     per_position = F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), reduction="none")
     mask = batch.supervised.flatten()
-    diffusion = (per_position * mask).sum() / mask.sum().clamp(min=1)
+    diffusion = ((per_position * mask).sum() / count.clamp(min=1)).float()
     return LossOutput(diffusion + config.ar_weight * ar, diffusion, ar)

@@ -21,8 +21,9 @@ import torch
 from dgemma.model import DiffusionGemma
 from dgemma.train import checkpoint
 from dgemma.train.batch import Example, collate
+from dgemma.train.distributed import World
 from dgemma.train.lora import apply_lora
-from dgemma.train.objective import ObjectiveConfig, compute_loss
+from dgemma.train.objective import ObjectiveConfig, batch_counts, compute_loss
 
 
 class Dataset(Protocol):
@@ -104,13 +105,19 @@ def train(
     stop_after: int | None = None,
     notice: Callable[[str], None] | None = None,
     on_checkpoint: Callable[[int], None] | None = None,
+    world: World | None = None,
 ) -> TrainResult:
     """Train `model` in place, resuming from `out_dir`'s latest readable checkpoint if there is one.
 
     `stop_after` ends the call after that many steps of this call (a run can then be resumed);
     `notice` receives a line for each damaged checkpoint skipped on resume; `on_checkpoint(step)`
     runs after each checkpoint is written (an evaluation, say: its time is not counted as training).
+    With several processes (`world`, `distributed.py`) each takes its share of every batch and
+    process 0 alone writes checkpoints and metrics and calls `on_log` / `on_checkpoint`.
     """
+    world = world or World()
+    if config.batch_size % world.size:
+        raise ValueError(f"`batch_size` {config.batch_size} must divide over the {world.size} processes")
     out_dir.mkdir(parents=True, exist_ok=True)
     model.train().requires_grad_(True)
     if config.lora_rank:
@@ -133,18 +140,22 @@ def train(
         lr = config.learning_rate(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        window.append(_train_step(model, data, config, optimizer, step, pad_id, device))
+        window.append(_train_step(model, data, config, optimizer, step, pad_id, device, world))
         step += 1
         if step % config.log_every == 0 or step == end:
             metrics.append(_summarize(window, step, lr, time.perf_counter() - started))
             window, started = [], time.perf_counter()
-            if on_log:
+            if on_log and world.main:
                 on_log(metrics[-1])
         if step % config.checkpoint_every == 0 or step == end:
             state = {"metrics": metrics, "config": _jsonable(asdict(config))}
-            saved = checkpoint.save(out_dir / "checkpoints", step, model, optimizer, state)
-            _write_metrics(out_dir, metrics)
-            if on_checkpoint is not None:
+            if world.main:
+                saved = checkpoint.save(out_dir / "checkpoints", step, model, optimizer, state)
+                _write_metrics(out_dir, metrics)
+            else:
+                saved = out_dir / "checkpoints" / f"step-{step:07d}"
+            world.barrier()
+            if on_checkpoint is not None and world.main:
                 on_checkpoint(step)
                 model.train()
                 started = time.perf_counter()
@@ -152,26 +163,36 @@ def train(
     return TrainResult(step, metrics, saved)  # LoRA adapters stay attached; `export` merges them
 
 
-def _train_step(model, data, config, optimizer, step, pad_id, device) -> tuple[float, float, float, int]:
-    total = diffusion = ar = 0.0
-    tokens = 0
+def _train_step(
+    model, data, config, optimizer, step, pad_id, device, world
+) -> tuple[float, float, float, int]:
+    totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss, diffusion, ar, tokens
     for micro in range(config.grad_accum):
         index = step * config.grad_accum + micro
-        batch = collate(data.examples(index, config.batch_size), model.config.canvas_length, pad_id).to(
-            device
-        )
-        generator = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + index)
+        mine = world.shard(data.examples(index, config.batch_size))
+        batch = collate([e for _, e in mine], model.config.canvas_length, pad_id).to(device)
+        generators = [  # one per example, by its place in the run: the same however batches are split
+            torch.Generator(device=device).manual_seed(
+                (config.seed * 1_000_000_007 + index * config.batch_size + j) % 2**63
+            )
+            for j, _ in mine
+        ]
+        counts = world.sum(torch.stack(batch_counts(batch)))  # the global batch's
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.autocast_bf16):
-            out = compute_loss(model, batch, config.objective, generator, encoder_only=config.encoder_only)
+            out = compute_loss(
+                model, batch, config.objective, generators, config.encoder_only, (counts[0], counts[1])
+            )
         (out.loss / config.grad_accum).backward()
-        total += out.loss.item() / config.grad_accum
-        diffusion += out.diffusion.item() / config.grad_accum
-        ar += out.ar.item() / config.grad_accum
-        tokens += batch.num_tokens
-    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.grad_clip)
+        parts = torch.stack([out.loss.detach(), out.diffusion.detach(), out.ar.detach()]).double()
+        totals[:3] += parts / config.grad_accum
+        totals[3] += batch.num_tokens
+    totals = world.sum(totals).cpu()  # summed over processes
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    world.sum_grads(trainable)
+    torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return total, diffusion, ar, tokens
+    return float(totals[0]), float(totals[1]), float(totals[2]), int(totals[3])
 
 
 def _summarize(window, step: int, lr: float, seconds: float) -> dict:
