@@ -151,6 +151,10 @@ class TextCodec:
         """Ids of the tokenizer's special tokens (never generated inside an infill gap)."""
         return {i for i, tok in self.tokenizer.get_added_tokens_decoder().items() if tok.special}
 
+    def pieces(self, ids: list[int]) -> list[str]:
+        """Each token decoded alone, special tokens shown (a canvas drawn position by position)."""
+        return self.tokenizer.decode_batch([[t] for t in ids], skip_special_tokens=False)
+
     def token_text(self, token_id: int) -> str:
         return self.tokenizer.decode([token_id], skip_special_tokens=False)
 

@@ -142,7 +142,8 @@ def test_draft_streaming(server, client):
     assert status == 200 and headers["content-type"].startswith("text/event-stream")
     events = sse_events(raw)
     drafts = [c["draft"] for e in events for c in e["choices"] if "draft" in c]
-    assert drafts and {"canvas", "step", "accepted", "text", "token_ids"} <= set(drafts[0])
+    assert drafts and {"canvas", "step", "accepted", "text", "token_ids", "pieces"} <= set(drafts[0])
+    assert all(len(d["pieces"]) == len(d["token_ids"]) for d in drafts)
     assert [d["step"] for d in drafts if d["canvas"] == 0] == list(
         range(1, 1 + sum(d["canvas"] == 0 for d in drafts))
     )

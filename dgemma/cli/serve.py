@@ -23,6 +23,7 @@ def add_parser(sub) -> None:
         "--shutdown-grace", type=float, default=10.0, help="seconds in-flight requests get after SIGTERM"
     )
     sv.add_argument("--max-connections", type=int, default=1024, help="open connections before answering 503")
+    sv.add_argument("--no-ui", action="store_true", help="do not serve the playground page at /")
     sv.add_argument("--served-model-name", default=None, help="the `model` clients name (default: dir name)")
     sv.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
     sv.add_argument("--device", default="cpu")
@@ -66,8 +67,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         shutdown_grace=args.shutdown_grace,
         max_connections=args.max_connections,
         model_name=args.served_model_name or name,
+        ui=not args.no_ui,
     )
     serve_forever(
-        model, settings, lambda url: print(f"dgemma: serving {settings.model_name!r} at {url}", flush=True)
+        model,
+        settings,
+        lambda url: print(
+            f"dgemma: serving {settings.model_name!r} at {url}"
+            + ("" if args.no_ui else f" (playground: {url}/)"),
+            flush=True,
+        ),
     )
     return 0

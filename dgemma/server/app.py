@@ -16,13 +16,15 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request as HttpRequest
-from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from dgemma.api import Model
 from dgemma.engine.results import TokenLogprob
@@ -34,6 +36,7 @@ from dgemma.server.tokenize import detokenize, tokenize, tokenizer_info
 from dgemma.server.worker import EngineWorker
 
 DEFAULT_CONTEXT = 8192
+UI = Path(__file__).with_name("ui")
 
 
 @dataclass
@@ -52,6 +55,7 @@ class ServerSettings:
     max_connections: int = 1024  # open connections and tasks; past this uvicorn answers 503
     shutdown_grace: float = 10.0  # seconds in-flight requests get to finish after SIGTERM
     model_name: str = "dgemma"
+    ui: bool = True  # the playground at / (dgemma/server/ui)
 
 
 def error_response(err: ApiError) -> JSONResponse:
@@ -85,6 +89,11 @@ class DgemmaServer:
             Route("/health", self.health, methods=["GET"]),
             Route("/metrics", self.metrics_text, methods=["GET"]),
         ]
+        if settings.ui:  # plain files shipped in the package; the page calls the API with relative URLs
+            routes += [
+                Route("/", lambda _: FileResponse(UI / "index.html"), methods=["GET"]),
+                Mount("/ui", StaticFiles(directory=UI), name="ui"),
+            ]
         handlers = {
             ApiError: self._api_error,
             HTTPException: self._http_error,

@@ -127,6 +127,7 @@ class Run:
                 "accepted": event.num_accepted,
                 "text": self.codec.decode(tokens) if self.codec else "",
                 "token_ids": tokens,
+                "pieces": self.codec.pieces(tokens) if self.codec else [],
             }
             return [("draft", i, draft)]
         if isinstance(event, CommitEvent):

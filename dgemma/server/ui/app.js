@@ -1,0 +1,285 @@
+// dgemma playground: the OpenAI-compatible endpoints of this server, with the canvas drawn live
+// from the draft stream (stream_options.include_drafts). Plain JavaScript, no network beyond this
+// server; every URL is relative, so the page works behind a path prefix.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { mode: "chat", history: [], previous: null, model: null, busy: false };
+window.dgemma = { drafts: 0, done: 0, errors: 0 }; // counters the browser tests read
+
+function headers() {
+  const h = { "Content-Type": "application/json" };
+  const key = $("key").value.trim();
+  if (key) h.Authorization = `Bearer ${key}`;
+  return h;
+}
+
+function showError(message) {
+  const box = $("error");
+  box.textContent = message;
+  box.hidden = !message;
+  if (message) window.dgemma.errors += 1;
+}
+
+async function errorText(response) {
+  try {
+    const body = await response.json();
+    return `${response.status}: ${body.error ? body.error.message : JSON.stringify(body)}`;
+  } catch (_) {
+    return `${response.status} ${response.statusText}`;
+  }
+}
+
+async function loadModel() {
+  try {
+    const response = await fetch("v1/models", { headers: headers() });
+    if (!response.ok) {
+      $("model").textContent = "";
+      showError(await errorText(response));
+      return;
+    }
+    const body = await response.json();
+    state.model = body.data[0].id;
+    $("model").textContent = state.model;
+    showError("");
+  } catch (err) {
+    showError(`cannot reach the server: ${err}`);
+  }
+}
+
+function sampler() {
+  const out = {};
+  for (const name of ["max_tokens", "temperature", "seed", "max_denoising_steps", "entropy_bound"]) {
+    const raw = $(name).value.trim();
+    if (raw !== "") out[name] = Number(raw);
+  }
+  return out;
+}
+
+// ---- the canvas
+
+function pieces(draft) {
+  // one string per position: each token decoded alone by the server (`draft.pieces`)
+  return draft.token_ids.map((id, i) => (draft.pieces ? draft.pieces[i] : String(id)));
+}
+
+function drawCanvas(draft) {
+  const canvas = $("canvas");
+  const prev = state.previous && state.previous.canvas === draft.canvas ? state.previous.token_ids : null;
+  const texts = pieces(draft);
+  canvas.replaceChildren(
+    ...draft.token_ids.map((id, i) => {
+      const span = document.createElement("span");
+      span.className = `tok ${prev && prev[i] === id ? "kept" : "changed"}`;
+      span.textContent = texts[i];
+      span.title = `position ${i}: token ${id}`;
+      return span;
+    }),
+  );
+  $("step").textContent = `canvas ${draft.canvas + 1}, step ${draft.step}, ${draft.accepted} accepted`;
+  state.previous = draft;
+  window.dgemma.drafts += 1;
+}
+
+function drawStats(usage, seconds, firstCanvas) {
+  const rows = [
+    ["completion tokens", usage.completion_tokens],
+    ["canvases", usage.canvases],
+    ["denoising steps", usage.denoising_steps],
+    ["steps per canvas", usage.canvases ? (usage.denoising_steps / usage.canvases).toFixed(1) : "–"],
+    ["tokens per forward", usage.tokens_per_forward],
+    ["first canvas", firstCanvas === null ? "–" : `${(firstCanvas * 1000).toFixed(0)} ms`],
+    ["total", `${(seconds * 1000).toFixed(0)} ms`],
+  ];
+  $("stats").replaceChildren(
+    ...rows.flatMap(([k, v]) => {
+      const dt = document.createElement("dt");
+      dt.textContent = k;
+      const dd = document.createElement("dd");
+      dd.textContent = v;
+      return [dt, dd];
+    }),
+  );
+}
+
+// ---- streaming one chat request
+
+async function streamChat(messages, extra, onText, onDraft) {
+  const body = {
+    model: state.model,
+    messages,
+    stream: true,
+    stream_options: { include_usage: true, include_drafts: true },
+    ...sampler(),
+    ...extra,
+  };
+  const started = performance.now();
+  let firstCanvas = null;
+  const response = await fetch("v1/chat/completions", { method: "POST", headers: headers(), body: JSON.stringify(body) });
+  if (!response.ok) throw new Error(await errorText(response));
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  let usage = null;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const event = buffer.slice(0, cut).trim();
+      buffer = buffer.slice(cut + 2);
+      if (!event.startsWith("data: ")) continue;
+      const data = event.slice(6);
+      if (data === "[DONE]") continue;
+      const chunk = JSON.parse(data);
+      if (chunk.error) throw new Error(chunk.error.message);
+      if (chunk.usage) usage = chunk.usage;
+      for (const choice of chunk.choices || []) {
+        if (choice.draft) onDraft(choice.draft);
+        const delta = choice.delta || {};
+        if (delta.content || delta.reasoning_content) {
+          if (firstCanvas === null) firstCanvas = (performance.now() - started) / 1000;
+          onText(delta.content || "", delta.reasoning_content || "");
+        }
+      }
+    }
+  }
+  if (usage) drawStats(usage, (performance.now() - started) / 1000, firstCanvas);
+  window.dgemma.usage = usage;
+  window.dgemma.done += 1;
+}
+
+// ---- chat mode
+
+function drawHistory() {
+  $("history").replaceChildren(
+    ...state.history.map((m) => {
+      const div = document.createElement("div");
+      div.className = `msg ${m.role}`;
+      if (m.reasoning) {
+        const r = document.createElement("div");
+        r.className = "reasoning";
+        r.textContent = m.reasoning;
+        div.append(r);
+      }
+      div.append(document.createTextNode(m.content));
+      return div;
+    }),
+  );
+}
+
+async function sendChat(event) {
+  event.preventDefault();
+  if (state.busy) return;
+  const text = $("prompt").value.trim();
+  if (!text) return;
+  state.history.push({ role: "user", content: text });
+  const reply = { role: "assistant", content: "", reasoning: "" };
+  state.history.push(reply);
+  $("prompt").value = "";
+  drawHistory();
+  const extra = $("thinking").checked ? { chat_template_kwargs: { enable_thinking: true } } : {};
+  const messages = state.history.slice(0, -1).map((m) => ({ role: m.role, content: m.content }));
+  await run(async () => {
+    await streamChat(messages, extra, (content, reasoning) => {
+      reply.content += content;
+      reply.reasoning += reasoning;
+      drawHistory();
+    }, drawCanvas);
+  }, () => state.history.splice(-2, 2));
+  drawHistory();
+}
+
+// ---- sudoku mode
+
+function cellsOf(text) {
+  return text.replace(/\s/g, "").replace(/\./g, "0");
+}
+
+function drawBoard(puzzle, grid, previous) {
+  $("board").replaceChildren(
+    ...Array.from({ length: 81 }, (_, i) => {
+      const cell = document.createElement("div");
+      const given = puzzle[i] !== "0";
+      const digit = given ? puzzle[i] : grid[i] || "";
+      cell.className = `cell${given ? " given" : ""}${!given && previous && previous[i] !== grid[i] ? " changed" : ""}`;
+      cell.textContent = digit === "0" ? "" : digit;
+      return cell;
+    }),
+  );
+}
+
+function validGrid(grid) {
+  if (!/^[1-9]{81}$/.test(grid)) return false;
+  const units = [];
+  for (let k = 0; k < 9; k++) {
+    units.push([...Array(9)].map((_, j) => 9 * k + j)); // rows
+    units.push([...Array(9)].map((_, j) => 9 * j + k)); // columns
+    const r = 3 * Math.floor(k / 3), c = 3 * (k % 3);
+    units.push([...Array(9)].map((_, j) => 9 * (r + Math.floor(j / 3)) + c + (j % 3))); // boxes
+  }
+  return units.every((u) => new Set(u.map((i) => grid[i])).size === 9);
+}
+
+async function solveSudoku(event) {
+  event.preventDefault();
+  if (state.busy) return;
+  const puzzle = cellsOf($("puzzle").value);
+  let answer = "";
+  let shown = null;
+  drawBoard(puzzle, "", null);
+  $("verdict").textContent = "";
+  await run(async () => {
+    await streamChat([{ role: "user", content: puzzle }], {}, (content) => { answer += content; }, (draft) => {
+      drawCanvas(draft);
+      const grid = cellsOf(draft.text).slice(0, 81);
+      drawBoard(puzzle, grid, shown);
+      shown = grid;
+    });
+    const grid = cellsOf(answer).slice(0, 81);
+    drawBoard(puzzle, grid, null);
+    const keeps = [...puzzle].every((ch, i) => ch === "0" || ch === grid[i]);
+    const ok = validGrid(grid) && keeps;
+    $("verdict").className = ok ? "ok" : "bad";
+    $("verdict").textContent = ok ? "solved: a valid grid" : "not a valid solution";
+    $("board").dataset.valid = String(ok);
+  });
+}
+
+// ---- shared
+
+async function run(work, onFail) {
+  state.busy = true;
+  for (const b of document.querySelectorAll("#send, #solve")) b.disabled = true;
+  showError("");
+  state.previous = null;
+  try {
+    if (!state.model) await loadModel();
+    if (!state.model) throw new Error($("error").textContent || "no model");
+    await work();
+  } catch (err) {
+    if (onFail) onFail();
+    showError(String(err.message || err));
+  } finally {
+    state.busy = false;
+    for (const b of document.querySelectorAll("#send, #solve")) b.disabled = false;
+  }
+}
+
+function setMode(mode) {
+  state.mode = mode;
+  for (const tab of document.querySelectorAll(".tab")) tab.classList.toggle("active", tab.dataset.mode === mode);
+  $("chat-mode").hidden = mode !== "chat";
+  $("sudoku-mode").hidden = mode !== "sudoku";
+}
+
+$("chat-form").addEventListener("submit", sendChat);
+$("sudoku-form").addEventListener("submit", solveSudoku);
+$("clear").addEventListener("click", () => { state.history = []; drawHistory(); });
+for (const tab of document.querySelectorAll(".tab")) tab.addEventListener("click", () => setMode(tab.dataset.mode));
+$("key").value = localStorage.getItem("dgemma-key") || "";
+$("key").addEventListener("change", () => { localStorage.setItem("dgemma-key", $("key").value); loadModel(); });
+if (new URLSearchParams(location.search).get("mode") === "sudoku") setMode("sudoku");
+drawBoard(cellsOf($("puzzle").value), "", null);
+loadModel();

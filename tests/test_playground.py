@@ -1,0 +1,114 @@
+"""The playground page `dgemma serve` ships, in a real headless browser (Playwright driving Debian's
+Chromium): it loads, a chat runs with the canvas redrawn at every denoising step, the Sudoku board
+fills and ends valid for a puzzle the bundled model solves, server errors are shown, the API key
+is honoured. DGEMMA_SCREENSHOTS=DIR saves the screenshots docs/ shows."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+import dgemma
+from dgemma.apps.sudoku.solver import bundled_model
+from dgemma.server.app import ServerSettings
+from dgemma.server.launch import running_server
+from tests.server_helpers import http
+
+playwright = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')"
+)
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (scripts/setup installs Debian's package)"),
+]
+SOLVED = "000060927300010800096070013420580071600000000037946080000401390014000002083000004"  # by seed 0
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+def _page(browser, url: str, path: str = "/"):
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(url + path)
+    return page
+
+
+def _screenshot(page, name: str) -> None:
+    where = os.environ.get("DGEMMA_SCREENSHOTS")
+    if where:
+        page.screenshot(path=str(Path(where) / name), full_page=True)
+
+
+def test_sudoku_board_fills_live_and_ends_valid(browser):
+    model = dgemma.load(bundled_model())
+    with running_server(model, ServerSettings(port=0, model_name="dgemma-sudoku")) as (url, _):
+        page = _page(browser, url, "/?mode=sudoku")
+        page.wait_for_function("document.getElementById('model').textContent === 'dgemma-sudoku'")
+        page.fill("#puzzle", SOLVED)
+        page.click("#solve")
+        page.wait_for_function("window.dgemma.done >= 1", timeout=60_000)
+        assert page.get_attribute("#board", "data-valid") == "true"
+        assert page.text_content("#verdict") == "solved: a valid grid"
+        steps = page.evaluate("window.dgemma.usage.denoising_steps")
+        assert page.evaluate("window.dgemma.drafts") >= steps >= 1  # a redraw per denoising step
+        assert len(page.query_selector_all("#board .cell")) == 81
+        _screenshot(page, "playground_sudoku.png")
+
+
+def test_chat_runs_with_the_canvas_redrawn_every_step_and_errors_are_shown(browser, checkpoint):
+    model = dgemma.load(checkpoint[0])
+    with running_server(model, ServerSettings(port=0, model_name="tiny")) as (url, _):
+        page = _page(browser, url)
+        page.wait_for_function("document.getElementById('model').textContent === 'tiny'")
+        page.fill("#max_denoising_steps", "4")
+        page.fill("#prompt", "Why is the sky blue?")
+        page.click("#send")
+        page.wait_for_function("window.dgemma.done >= 1", timeout=60_000)
+        assert (
+            page.evaluate("window.dgemma.drafts") >= page.evaluate("window.dgemma.usage.denoising_steps") >= 1
+        )
+        assert page.query_selector_all("#canvas .tok") and page.query_selector(".msg.user")
+        assert page.text_content("#stats").count("denoising steps") == 1
+        _screenshot(page, "playground_chat.png")
+        page.fill("#max_tokens", "100000000")
+        page.fill("#prompt", "again")
+        page.click("#send")
+        page.wait_for_function("window.dgemma.errors >= 1", timeout=30_000)
+        assert "400" in page.text_content("#error") and "max_tokens" in page.text_content("#error")
+
+
+def test_the_api_key_is_honoured(browser, checkpoint):
+    model = dgemma.load(checkpoint[0])
+    with running_server(model, ServerSettings(port=0, model_name="tiny", api_key="sekrit")) as (url, _):
+        page = _page(browser, url)
+        page.wait_for_function("window.dgemma.errors >= 1")
+        assert "401" in page.text_content("#error")
+        page.fill("#key", "sekrit")
+        page.dispatch_event("#key", "change")
+        page.wait_for_function("document.getElementById('model').textContent === 'tiny'")
+        page.fill("#max_denoising_steps", "2")
+        page.fill("#prompt", "hi")
+        page.click("#send")
+        page.wait_for_function("window.dgemma.done >= 1", timeout=60_000)
+        assert page.is_hidden("#error")
+
+
+def test_no_ui_serves_no_page(checkpoint):
+    model = dgemma.load(checkpoint[0])
+    with running_server(model, ServerSettings(port=0, ui=False)) as (url, _):
+        assert http(url, "GET", "/")[0] == 404
+    with running_server(model, ServerSettings(port=0)) as (url, _):
+        status, headers, body = http(url, "GET", "/")
+        assert (
+            status == 200 and headers["content-type"].startswith("text/html") and b"dgemma playground" in body
+        )
+        assert http(url, "GET", "/ui/app.js")[0] == 200 and http(url, "GET", "/ui/../app.py")[0] == 404
