@@ -82,3 +82,16 @@ def test_a_world_shards_a_batch_by_example():
     shares = [World(r, 3).shard(items) for r in range(3)]
     assert sorted(i for share in shares for i, _ in share) == list(range(8))
     assert [x for _, x in shares[1]] == ["b", "e", "h"]
+
+
+@pytest.mark.slow  # three torchrun launches
+def test_a_run_resumes_on_another_number_of_processes(checkpoint, tmp_path):
+    """Two processes to step 2, then one process on to step 3, as one process straight to 3."""
+    base = load_file(checkpoint[0] / "model.safetensors")
+    straight, weights = _train(checkpoint, tmp_path, "straight", 1)
+    _train(checkpoint, tmp_path, "resumed", 2, "--steps", "2")
+    resumed, resumed_weights = _train(checkpoint, tmp_path, "resumed", 1)
+    assert [m["step"] for m in resumed] == [1, 2, 3]
+    for a, b in zip(straight, resumed, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+    assert _update_gap(base, weights, resumed_weights) <= 1e-3
