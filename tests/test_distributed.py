@@ -86,11 +86,17 @@ def test_a_world_shards_a_batch_by_example():
 
 @pytest.mark.slow  # three torchrun launches
 def test_a_run_resumes_on_another_number_of_processes(checkpoint, tmp_path):
-    """Two processes to step 2, then one process on to step 3, as one process straight to 3."""
+    """A two-process run stopped after step 2 (its step-3 checkpoint gone, as if killed), resumed
+    by one process, ends as the one-process run that never stopped."""
+    import shutil
+
     base = load_file(checkpoint[0] / "model.safetensors")
     straight, weights = _train(checkpoint, tmp_path, "straight", 1)
-    _train(checkpoint, tmp_path, "resumed", 2, "--steps", "2")
-    resumed, resumed_weights = _train(checkpoint, tmp_path, "resumed", 1)
+    _train(checkpoint, tmp_path, "resumed", 2, "--checkpoint-every", "1")
+    checkpoints = tmp_path / "resumed" / "checkpoints"
+    shutil.rmtree(checkpoints / "step-0000003")
+    (checkpoints / "latest").write_text("step-0000002")
+    resumed, resumed_weights = _train(checkpoint, tmp_path, "resumed", 1, "--checkpoint-every", "1")
     assert [m["step"] for m in resumed] == [1, 2, 3]
     for a, b in zip(straight, resumed, strict=True):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
