@@ -112,3 +112,25 @@ def test_no_ui_serves_no_page(checkpoint):
             status == 200 and headers["content-type"].startswith("text/html") and b"dgemma playground" in body
         )
         assert http(url, "GET", "/ui/app.js")[0] == 200 and http(url, "GET", "/ui/../app.py")[0] == 404
+
+
+def test_json_mode_returns_an_object_that_validates(browser, checkpoint):
+    import json
+
+    import jsonschema
+
+    model = dgemma.load(checkpoint[0])
+    with running_server(model, ServerSettings(port=0, model_name="tiny")) as (url, _):
+        page = _page(browser, url, "/?mode=json")
+        page.wait_for_function("document.getElementById('model').textContent === 'tiny'")
+        schema = json.loads(page.input_value("#schema"))
+        page.fill("#max_denoising_steps", "4")
+        page.click("#generate-json")
+        page.wait_for_function("window.dgemma.done >= 1", timeout=60_000)
+        jsonschema.validate(json.loads(page.get_attribute("#json-result", "data-raw")), schema)
+        assert page.text_content("#json-verdict").startswith("valid against the schema")
+        _screenshot(page, "playground_json.png")
+        page.fill("#schema", '{"type": "string", "pattern": "(a)\\\\1"}')  # a backreference: refused
+        page.click("#generate-json")
+        page.wait_for_function("window.dgemma.errors >= 1", timeout=30_000)
+        assert "400" in page.text_content("#error")
