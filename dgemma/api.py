@@ -290,7 +290,7 @@ class Model:
 
     def infill(self, prefix: str, suffix: str, length: int | str = "auto", **kwargs: Any):
         """Fill the gap between prefix and suffix (see `dgemma.generation.infill`); an InfillResult."""
-        return infilling.infill(self.model, self.builder, prefix, suffix, length, **kwargs)
+        return infilling.infill(self.model, self.builder, prefix, suffix, length=length, **kwargs)
 
     def edit(self, text: str, start: int, end: int, length: int | str = "auto", **kwargs: Any):
         """Regenerate text[start:end] in place, keeping the rest byte for byte (`dgemma.generation.infill`)."""

@@ -134,3 +134,20 @@ def test_json_mode_returns_an_object_that_validates(browser, checkpoint):
         page.click("#generate-json")
         page.wait_for_function("window.dgemma.errors >= 1", timeout=30_000)
         assert "400" in page.text_content("#error")
+
+
+def test_infill_mode_fills_the_gap_as_the_api_does(browser, checkpoint):
+    model = dgemma.load(checkpoint[0])
+    with running_server(model, ServerSettings(port=0, model_name="tiny")) as (url, _):
+        page = _page(browser, url, "/?mode=infill")
+        page.wait_for_function("document.getElementById('model').textContent === 'tiny'")
+        page.fill("#max_denoising_steps", "4")
+        page.fill("#max_tokens", "8")
+        prefix, suffix = page.input_value("#prefix"), page.input_value("#suffix")
+        page.click("#fill")
+        page.wait_for_function("window.dgemma.done >= 1", timeout=60_000)
+        fill = page.get_attribute("#infill-result", "data-fill")
+        assert fill == model.infill(prefix, suffix, seed=0, candidates=(2, 4, 8), max_denoising_steps=4).fill
+        assert page.text_content("#infill-result") == prefix + fill + suffix
+        assert "tokens chosen" in page.text_content("#infill-verdict")
+        _screenshot(page, "playground_infill.png")

@@ -164,7 +164,7 @@ BAD = [
     ("POST", COMP, comp(max_tokens=0), 400, "max_tokens"),
     ("POST", COMP, comp(echo=True, max_tokens=0, stream=True), 400, "max_tokens"),
     ("POST", COMP, comp(echo=True, max_tokens=0, n=2), 400, "max_tokens"),
-    ("POST", COMP, comp(suffix="end"), 400, "suffix"),
+    ("POST", COMP, comp(suffix=5), 400, "suffix"),
     ("POST", COMP, comp(best_of=3), 400, "best_of"),
     ("POST", "/tokenize", json.dumps({"prompt": 5}), 400, "prompt"),
     ("POST", "/tokenize", json.dumps({"prompt": "a", "messages": []}), 400, "prompt"),

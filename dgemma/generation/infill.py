@@ -30,8 +30,27 @@ class InfillResult:
     candidates: dict[int, float]  # every tried length -> its score
 
 
-def infill(
-    model: DiffusionGemma,
+@dataclass(frozen=True)
+class InfillPlan:
+    """The requests of one infill, a gap length each (run them together), and how to pick."""
+
+    prefix: str
+    suffix: str
+    lengths: list[int]
+    requests: list[Request]
+
+    def result(self, codec, completions: list, canvas_length: int) -> InfillResult:
+        """The best gap: the lowest mean entropy over its positions (ties: the shorter)."""
+        scores = {
+            n: _gap_entropy(c.stats.entropy_per_canvas, n, canvas_length)
+            for n, c in zip(self.lengths, completions, strict=True)
+        }
+        best = min(self.lengths, key=lambda n: (scores[n], n))
+        fill = codec.decode(completions[self.lengths.index(best)].token_ids[:best])
+        return InfillResult(self.prefix + fill + self.suffix, fill, best, scores[best], scores)
+
+
+def plan_infill(
     builder: RequestBuilder,
     prefix: str,
     suffix: str,
@@ -39,9 +58,8 @@ def infill(
     seed: int = 0,
     candidates: tuple[int, ...] = AUTO_LENGTHS,
     **sampler: Any,
-) -> InfillResult:
-    """Fill the gap between `prefix` and `suffix`; `length` in tokens, or "auto" to try `candidates`.
-    `sampler` takes `temperature` and the SamplerConfig fields, as every request does."""
+) -> InfillPlan:
+    """The gap requests of an infill (`infill`'s arguments), checked before any work."""
     codec = builder.codec
     if codec is None:
         raise FieldError("infilling needs the checkpoint's tokenizer.json", "prefix")
@@ -63,16 +81,16 @@ def infill(
         length_field="length",
         prompt_field="prefix",
     )[0]
-    requests = [_gap_request(base, n, suffix_ids, banned) for n in lengths]
-    completions = complete(model, requests)
-    C = builder.canvas_length
-    scores = {
-        n: _gap_entropy(c.stats.entropy_per_canvas, n, C) for n, c in zip(lengths, completions, strict=True)
-    }
-    best = min(lengths, key=lambda n: (scores[n], n))
-    tokens = completions[lengths.index(best)].token_ids[:best]
-    fill = codec.decode(tokens)
-    return InfillResult(prefix + fill + suffix, fill, best, scores[best], scores)
+    return InfillPlan(prefix, suffix, lengths, [_gap_request(base, n, suffix_ids, banned) for n in lengths])
+
+
+def infill(
+    model: DiffusionGemma, builder: RequestBuilder, prefix: str, suffix: str, **kwargs: Any
+) -> InfillResult:
+    """Fill the gap between `prefix` and `suffix` (`plan_infill`'s arguments: `length` in tokens or
+    "auto" to try `candidates`, `seed`, `temperature` and the SamplerConfig fields)."""
+    plan = plan_infill(builder, prefix, suffix, **kwargs)
+    return plan.result(builder.codec, complete(model, plan.requests), builder.canvas_length)
 
 
 def edit(

@@ -49,6 +49,7 @@ class ChoiceText:
         self.tool_calls: list[ToolCall] | None = None  # the calls this choice makes
         self.repairs: list[tuple[int, str, JsonJob]] = []  # tool_choice auto: arguments being rewritten
         self.resolution: Resolution | None = None
+        self.completion = None  # the engine's Completion, once it finishes
         self.format = reasoning if codec is not None else None
         self.inside = inside  # the prompt left a reasoning block open
         self.reasoning: str | None = None  # the reasoning so far, None while there is no block

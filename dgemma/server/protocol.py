@@ -20,6 +20,7 @@ from dgemma.generation.prompts import SAMPLER_FIELDS, SEED_RANGE, FieldError, Re
 from dgemma.generation.reasoning import ReasoningFormat
 from dgemma.generation.tools import auto_tools, call_schema, check_stages, choice_schema, forced_tools
 from dgemma.server.fields import ApiError, bool_field, dict_field, int_field, is_ids, is_number
+from dgemma.server.infill import parse_infill
 from dgemma.server.messages import flatten
 from dgemma.structured.generate import JsonJob, JsonPlan
 from dgemma.text import check_messages
@@ -92,6 +93,7 @@ class Job:
     prompts: list[list[int]] = field(default_factory=list)  # token ids, per prompt
     reasoning: ReasoningFormat | None = None  # chat: split the reasoning block off each answer
     reasoning_inside: bool = False  # the prompt leaves a reasoning block open for the model
+    infill: Any = None  # completions with `suffix`: the InfillPlan whose gap requests these are
 
     @property
     def calls_tool(self) -> bool:  # every choice is a forced call
@@ -163,11 +165,11 @@ def parse_completion(body: Any, model: Model, name: str, capacity: int) -> Job:
     body = _object(body, COMPLETION_FIELDS)
     _check_model(body, name)
     _refuse_unsupported(body, chat=False)
-    if body.get("suffix") is not None:
-        raise ApiError(400, "`suffix` is not supported here; use `dgemma infill` or Model.infill", "suffix")
     if body.get("best_of") not in (None, 1):
         raise ApiError(400, "`best_of` is not supported", "best_of")
     builder = model.builder.with_capacity(capacity)
+    if body.get("suffix") is not None:  # insert mode: the gap between prompt and suffix
+        return parse_infill(body, builder, name, _checked)
     prompts = _completion_prompts(body.get("prompt"), builder)
     top = int_field(body, "logprobs", 0, MAX_TOP_LOGPROBS)
     echo = bool_field(body, "echo")

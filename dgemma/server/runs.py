@@ -21,6 +21,7 @@ from dgemma.generation.auto_tools import repair_job, resolve
 from dgemma.generation.tools import ToolCall, arguments_of, chosen_name, second_stage
 from dgemma.server.choice import ChoiceText
 from dgemma.server.fields import ApiError
+from dgemma.server.infill import infill_response
 from dgemma.server.metrics import ServerMetrics
 from dgemma.server.protocol import Job, JobKind
 from dgemma.server.responses import ChunkWriter, full_response
@@ -139,6 +140,7 @@ class Run:
                 return [("finish", i, delta)]
             return [("text", i, delta)] if delta else []
         if isinstance(event, FinishEvent):
+            choice.completion = event.completion
             if self.job.auto_tools is not None:
                 return self._resolve_calls(i, choice, event.completion.finish_reason.value)
             return [("finish", i, choice.finish(event.completion.finish_reason.value))]
@@ -222,6 +224,9 @@ class Run:
     async def collect(self, request: HttpRequest) -> dict[str, Any]:
         async for _ in self.updates(request):
             pass
+        if self.job.infill is not None:
+            length = self.worker.model.config.canvas_length
+            return infill_response(self.job, self.rid, int(time.time()), self.choices, self.codec, length)
         return full_response(
             self.job, self.rid, int(time.time()), self.choices, self.codec, self.prompt_logprobs
         )

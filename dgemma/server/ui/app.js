@@ -247,6 +247,33 @@ async function solveSudoku(event) {
   });
 }
 
+// ---- infill mode: /v1/completions with `suffix` (the gap between the two texts)
+
+async function fillGap(event) {
+  event.preventDefault();
+  if (state.busy) return;
+  const prefix = $("prefix").value, suffix = $("suffix").value;
+  $("infill-result").textContent = "";
+  $("infill-verdict").textContent = "";
+  await run(async () => {
+    const started = performance.now();
+    const body = { model: state.model, prompt: prefix, suffix, ...sampler() };
+    const response = await fetch("v1/completions", { method: "POST", headers: headers(), body: JSON.stringify(body) });
+    if (!response.ok) throw new Error(await errorText(response));
+    const out = await response.json();
+    const fill = out.choices[0].text;
+    const mark = document.createElement("mark");
+    mark.textContent = fill;
+    $("infill-result").replaceChildren(document.createTextNode(prefix), mark, document.createTextNode(suffix));
+    $("infill-result").dataset.fill = fill;
+    const tried = Object.entries(out.infill.candidates).map(([n, s]) => `${n}: ${Number(s).toFixed(3)}`);
+    $("infill-verdict").textContent = `${out.infill.length} tokens chosen (mean gap entropy per length: ${tried.join(", ")})`;
+    drawStats(out.usage, (performance.now() - started) / 1000, null);
+    window.dgemma.usage = out.usage;
+    window.dgemma.done += 1;
+  });
+}
+
 // ---- JSON mode: response_format json_schema (the server guarantees the result validates)
 
 async function generateJson(event) {
@@ -289,7 +316,7 @@ async function generateJson(event) {
 
 async function run(work, onFail) {
   state.busy = true;
-  for (const b of document.querySelectorAll("#send, #solve, #generate-json")) b.disabled = true;
+  for (const b of document.querySelectorAll("#send, #solve, #generate-json, #fill")) b.disabled = true;
   showError("");
   state.previous = null;
   try {
@@ -301,7 +328,7 @@ async function run(work, onFail) {
     showError(String(err.message || err));
   } finally {
     state.busy = false;
-    for (const b of document.querySelectorAll("#send, #solve, #generate-json")) b.disabled = false;
+    for (const b of document.querySelectorAll("#send, #solve, #generate-json, #fill")) b.disabled = false;
   }
 }
 
@@ -310,17 +337,19 @@ function setMode(mode) {
   for (const tab of document.querySelectorAll(".tab")) tab.classList.toggle("active", tab.dataset.mode === mode);
   $("chat-mode").hidden = mode !== "chat";
   $("json-mode").hidden = mode !== "json";
+  $("infill-mode").hidden = mode !== "infill";
   $("sudoku-mode").hidden = mode !== "sudoku";
 }
 
 $("chat-form").addEventListener("submit", sendChat);
 $("sudoku-form").addEventListener("submit", solveSudoku);
 $("json-form").addEventListener("submit", generateJson);
+$("infill-form").addEventListener("submit", fillGap);
 $("clear").addEventListener("click", () => { state.history = []; drawHistory(); });
 for (const tab of document.querySelectorAll(".tab")) tab.addEventListener("click", () => setMode(tab.dataset.mode));
 $("key").value = localStorage.getItem("dgemma-key") || "";
 $("key").addEventListener("change", () => { localStorage.setItem("dgemma-key", $("key").value); loadModel(); });
 const requested = new URLSearchParams(location.search).get("mode");
-if (["chat", "json", "sudoku"].includes(requested)) setMode(requested);
+if (["chat", "infill", "json", "sudoku"].includes(requested)) setMode(requested);
 drawBoard(cellsOf($("puzzle").value), "", null);
 loadModel();
