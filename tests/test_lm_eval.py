@@ -27,6 +27,25 @@ def _task(name: str, data: str, body: str) -> str:
     )
 
 
+GENERATE_UNTIL = (
+    "output_type: generate_until\ndoc_to_target: answer\n"
+    'generation_kwargs:\n  until: ["\\n"]\n  max_gen_toks: 8\nmetric_list:\n  - metric: exact_match\n'
+)
+
+
+def _lm_eval(kind: str, args: str, tasks, out, *flags: str) -> subprocess.CompletedProcess:
+    """`lm_eval --model KIND` on the tasks in `tasks`, offline, samples logged to `out`."""
+    env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
+    names = ",".join(sorted(p.stem for p in tasks.glob("*.yaml")))
+    proc = subprocess.run(
+        [sys.executable, "-m", "lm_eval", "--model", kind, "--model_args", args, "--tasks", names,
+         "--include_path", str(tasks), "--output_path", str(out), "--log_samples", *flags],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
 @pytest.mark.slow  # ~20 s: lm-eval's imports and a server; CI runs it (./scripts/test --all)
 def test_lm_eval_local_completions_scores_and_generates_through_the_server(model, tmp_path):
     from lm_eval.models.openai_completions import LocalCompletionsAPI
@@ -42,21 +61,11 @@ def test_lm_eval_local_completions_scores_and_generates_through_the_server(model
         _task("dg_mc", tasks / "mc.jsonl", 'output_type: multiple_choice\ndoc_to_choice: "{{choices}}"\n'
               "doc_to_target: label\nmetric_list:\n  - metric: acc\n")
     )  # fmt: skip
-    (tasks / "dg_gen.yaml").write_text(
-        _task("dg_gen", tasks / "gen.jsonl", "output_type: generate_until\ndoc_to_target: answer\n"
-              'generation_kwargs:\n  until: ["\\n"]\n  max_gen_toks: 8\nmetric_list:\n  - metric: exact_match\n')
-    )  # fmt: skip
+    (tasks / "dg_gen.yaml").write_text(_task("dg_gen", tasks / "gen.jsonl", GENERATE_UNTIL))
     out = tmp_path / "out"
     with running_server(model, ServerSettings(port=0, model_name="tiny")) as (url, _):
         # lm-eval's defaults: it finds /tokenizer_info and /tokenize and tokenizes through the server
-        args = f"model=tiny,base_url={url}/v1/completions"
-        env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
-        proc = subprocess.run(
-            [sys.executable, "-m", "lm_eval", "--model", "local-completions", "--model_args", args,
-             "--tasks", "dg_mc,dg_gen", "--include_path", str(tasks), "--output_path", str(out), "--log_samples"],
-            capture_output=True, text=True, env=env, timeout=300,
-        )  # fmt: skip
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        proc = _lm_eval("local-completions", f"model=tiny,base_url={url}/v1/completions", tasks, out)
         assert "remote tokenizer" in proc.stderr.lower()
         # the loglikelihoods lm-eval recorded are the encoder's: the continuation's log-probabilities
         # summed, with lm-eval's own split of (context, continuation)
@@ -88,21 +97,11 @@ def test_lm_eval_local_chat_completions_generates_through_the_server(model, tmp_
     tasks = tmp_path / "tasks"
     tasks.mkdir()
     (tasks / "gen.jsonl").write_text("".join(json.dumps(d) + "\n" for d in GEN))
-    (tasks / "dg_chat.yaml").write_text(
-        _task("dg_chat", tasks / "gen.jsonl", "output_type: generate_until\ndoc_to_target: answer\n"
-              'generation_kwargs:\n  until: ["\\n"]\n  max_gen_toks: 8\nmetric_list:\n  - metric: exact_match\n')
-    )  # fmt: skip
+    (tasks / "dg_chat.yaml").write_text(_task("dg_chat", tasks / "gen.jsonl", GENERATE_UNTIL))
     out = tmp_path / "out"
-    with running_server(model, ServerSettings(port=0, model_name="tiny")) as (url, server):
+    with running_server(model, ServerSettings(port=0, model_name="tiny")) as (url, _):
         args = f"model=tiny,base_url={url}/v1/chat/completions,num_concurrent=2"
-        env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
-        proc = subprocess.run(
-            [sys.executable, "-m", "lm_eval", "--model", "local-chat-completions", "--model_args", args,
-             "--tasks", "dg_chat", "--include_path", str(tasks), "--output_path", str(out), "--log_samples",
-             "--apply_chat_template"],
-            capture_output=True, text=True, env=env, timeout=300,
-        )  # fmt: skip
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        _lm_eval("local-chat-completions", args, tasks, out, "--apply_chat_template")
     samples = _samples(out, "dg_chat")
     assert len(samples) == len(GEN) and all(isinstance(s["resps"][0][0], str) for s in samples)
     results = json.loads(next(out.rglob("results_*.json")).read_text())["results"]

@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from dgemma.generation.markers import marked_blocks
+
 if TYPE_CHECKING:
     from dgemma.text import TextCodec
 
@@ -90,21 +92,7 @@ def split(
 ) -> Split:
     """Reasoning and content of generated `ids`; `inside`: the prompt left a block open; `final`:
     no more tokens come (else an open block's growing end is held back)."""
-    blocks: list[tuple[list[int], bool]] = []  # (ids, closed)
-    current: list[int] | None = [] if inside else None
-    positions = []
-    for i, token in enumerate(ids):
-        if current is None and token == fmt.start:
-            current = []
-        elif current is not None and token == fmt.end:
-            blocks.append((current, True))
-            current = None
-        elif current is not None:
-            current.append(token)
-        elif token != fmt.end:  # a stray closer is a marker, never content
-            positions.append(i)
-    if current is not None:
-        blocks.append((current, False))
+    positions, blocks = marked_blocks(ids, fmt.start, fmt.end, inside)
     if not blocks:
         return Split(None, codec.decode([ids[i] for i in positions]), positions)
     texts = [_reasoning_text(codec.decode(b), fmt.label, closed or final) for b, closed in blocks]

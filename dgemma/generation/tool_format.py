@@ -18,6 +18,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from dgemma.generation.markers import marked_blocks
+
 if TYPE_CHECKING:
     from dgemma.text import TextCodec
 
@@ -73,21 +75,9 @@ class FoundCall:
 
 def find_calls(codec: TextCodec, fmt: ToolCallFormat, ids: list[int]) -> tuple[str, list[FoundCall]]:
     """The text outside calls, and each call (an unclosed one at the end counts as a call)."""
-    outside: list[int] = []
-    calls: list[list[int]] = []
-    current: list[int] | None = None
-    for token in ids:
-        if current is None and token == fmt.start:
-            current = []
-        elif current is not None and token == fmt.end:
-            calls.append(current)
-            current = None
-        elif current is not None:
-            current.append(token)
-        else:
-            outside.append(token)
-    if current is not None:
-        calls.append(current)
+    positions, blocks = marked_blocks(ids, fmt.start, fmt.end, keep_stray_end=True)
+    outside = [ids[i] for i in positions]
+    calls = [block for block, _ in blocks]
     found = []
     for body_ids in calls:
         body = codec.tokenizer.decode(body_ids, skip_special_tokens=False)
