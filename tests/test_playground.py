@@ -5,9 +5,14 @@ is honoured. DGEMMA_SCREENSHOTS=DIR saves the screenshots docs/ shows."""
 
 from __future__ import annotations
 
+import contextlib
+import http.client as httpclient
 import os
 import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
@@ -151,3 +156,82 @@ def test_infill_mode_fills_the_gap_as_the_api_does(browser, checkpoint):
         assert page.text_content("#infill-result") == prefix + fill + suffix
         assert "tokens chosen" in page.text_content("#infill-verdict")
         _screenshot(page, "playground_infill.png")
+
+
+def test_compare_mode_runs_diffusion_then_ar_with_both_timings(browser, checkpoint):
+    model = dgemma.load(checkpoint[0])
+    prompt = [{"role": "user", "content": "Write a haiku about the sea."}]
+    with running_server(model, ServerSettings(port=0, model_name="tiny")) as (url, _):
+        page = _page(browser, url, "/?mode=compare")
+        page.wait_for_function("document.getElementById('model').textContent === 'tiny'")
+        page.fill("#max_tokens", "24")
+        page.fill("#max_denoising_steps", "4")
+        page.click("#compare")
+        page.wait_for_function(
+            "window.dgemma.compare !== null && window.dgemma.compare !== undefined", timeout=60_000
+        )
+        got = page.evaluate("window.dgemma.compare")
+        marks = {page.get_attribute(f"#canvas .tok >> nth={i}", "class") for i in range(4)}
+        _screenshot(page, "playground_compare.png")
+    ar = model.generate(prompt, mode="ar", max_new_tokens=24, seed=0).texts[0]
+    dif = model.generate(prompt, max_new_tokens=24, seed=0, max_denoising_steps=4).texts[0]
+    assert got["ar"]["text"] == ar and got["diffusion"]["text"] == dif
+    assert got["ar"]["usage"]["denoising_steps"] == 0 and got["diffusion"]["usage"]["denoising_steps"] >= 1
+    assert got["ar"]["seconds"] > 0 and got["diffusion"]["seconds"] > 0
+    assert "tokens/s" in page.text_content("#cmp-ar .timing") and "x the time" in page.text_content(
+        "#cmp-verdict"
+    )
+    assert marks <= {"tok accepted", "tok renoised", "tok clamped"}
+
+
+@contextlib.contextmanager
+def _proxy(upstream: str, prefix: str):
+    """A reverse proxy serving `upstream` under `prefix` (stripped, as nginx's proxy_pass with a
+    trailing slash does), streaming bodies through (server-sent events included)."""
+    target = urlparse(upstream)
+
+    class Handler(BaseHTTPRequestHandler):
+        def _forward(self):
+            if not self.path.startswith(prefix):
+                self.send_error(404)
+                return
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
+            conn = httpclient.HTTPConnection(target.hostname, target.port, timeout=60)
+            keep = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "authorization")}
+            conn.request(self.command, "/" + self.path[len(prefix) :], body=body or None, headers=keep)
+            resp = conn.getresponse()
+            self.send_response(resp.status)
+            for k, v in resp.getheaders():
+                if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                    self.send_header(k, v)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            while chunk := resp.read1(65536):
+                self.wfile.write(chunk)
+                self.wfile.flush()
+            conn.close()
+
+        do_GET = do_POST = _forward
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+def test_the_page_works_behind_a_path_prefix(browser, checkpoint):
+    model = dgemma.load(checkpoint[0])
+    with running_server(model, ServerSettings(port=0, model_name="tiny")) as (url, _):
+        with _proxy(url, "/dgemma/") as front:
+            page = _page(browser, front, "/dgemma/")
+            page.wait_for_function("document.getElementById('model').textContent === 'tiny'")
+            page.fill("#max_denoising_steps", "2")
+            page.fill("#prompt", "hi")
+            page.click("#send")
+            page.wait_for_function("window.dgemma.done >= 1", timeout=60_000)
+            assert page.is_hidden("#error") and page.evaluate("window.dgemma.drafts") >= 1

@@ -256,8 +256,16 @@ class DiffusionEngine:
             if row.request.logprobs is not None:
                 row.canvas_logprobs = token_logprobs(out.probs, out.argmax, row.request.logprobs)
         if row.drafts:
+            fixed = None if row.constraint is None else row.constraint.fixed
             events.append(
-                DraftEvent(row.id, row.stats.canvases, row.step, out.argmax.cpu(), int(out.accepted.sum()))
+                DraftEvent(
+                    row.id,
+                    row.stats.canvases,
+                    row.step,
+                    out.argmax.cpu(),
+                    int(out.accepted.sum()),
+                    draft_marks(out.accepted, fixed),
+                )
             )
 
     def _commit(self, row: _Row, events: list[Event]) -> None:
@@ -281,6 +289,14 @@ class DiffusionEngine:
         self._free.append(row.slot)
         self._free.sort()
         events.append(FinishEvent(row.id, Completion(row.tokens, finish, row.stats, row.logprobs)))
+
+
+def draft_marks(accepted: torch.Tensor, fixed: torch.Tensor | None) -> str:
+    """One letter per canvas position: 'c' clamped, 'a' accepted this step, 'r' renoised."""
+    codes = torch.where(accepted, ord("a"), ord("r"))
+    if fixed is not None:
+        codes = torch.where(fixed, ord("c"), codes)
+    return bytes(codes.to(torch.uint8).cpu().tolist()).decode("ascii")
 
 
 def _cut(canvas: list[int], request: Request, num_generated: int) -> tuple[list[int], FinishReason | None]:

@@ -18,6 +18,9 @@ class DraftEvent:
     step: int
     tokens: torch.Tensor  # (C,) on the CPU
     num_accepted: int
+    # per position, on the CPU: 'c' clamped (a constraint holds it), 'a' accepted this step (its
+    # sampled token kept), 'r' renoised (back to noise for the next step)
+    marks: str = ""
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ from starlette.staticfiles import StaticFiles
 
 from dgemma.api import Model
 from dgemma.engine.results import TokenLogprob
+from dgemma.generation.run import Mode
+from dgemma.server.ar_worker import ArWorker
 from dgemma.server.fields import ApiError, check_text
 from dgemma.server.protocol import Job, parse_chat, parse_completion
 from dgemma.server.responses import echo_response
@@ -69,6 +71,7 @@ class DgemmaServer:
         capacity = min(settings.max_context or DEFAULT_CONTEXT, limit)
         self.worker = EngineWorker(model.model, settings.max_batch, capacity, settings.max_queue)
         self.metrics = self.worker.metrics
+        self.ar = ArWorker(model.model, self.metrics, settings.max_queue)  # requests with `mode: "ar"`
         self.created = int(time.time())
         self.draining = False  # set on SIGTERM: new generation requests get 503
         self._scoring = asyncio.Semaphore(1)  # echo: one prompt scoring at a time
@@ -105,6 +108,12 @@ class DgemmaServer:
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         yield
         self.worker.close()
+        self.ar.close()
+
+    @property
+    def in_flight(self) -> int:
+        """Requests queued or running, diffusion and next-token."""
+        return self.worker.in_flight + self.ar.in_flight
 
     # ---- plain routes
 
@@ -174,7 +183,8 @@ class DgemmaServer:
                     )
                 body = await self._json(request)
                 job = await self._parse(parse, body)
-                run = Run(job, self.worker, self.model.codec, self.settings.request_timeout)
+                worker = self.ar if job.mode is Mode.AR else self.worker
+                run = Run(job, worker, self.model.codec, self.settings.request_timeout)
                 if job.echo:
                     run.prompt_logprobs = await self._score(job)
                     if not job.requests:  # max_tokens 0: the prompts scored, nothing generated

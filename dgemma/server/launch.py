@@ -47,9 +47,10 @@ class DrainingServer(uvicorn.Server):
 
     def _drain(self) -> None:
         deadline = time.monotonic() + self.dgemma.settings.shutdown_grace
-        while self.dgemma.worker.in_flight and time.monotonic() < deadline:
+        while self.dgemma.in_flight and time.monotonic() < deadline:
             time.sleep(0.05)
         self.dgemma.worker.shutdown()
+        self.dgemma.ar.shutdown()
         time.sleep(0.5)  # the failed requests' error bodies and events go out
         self.should_exit = True
 
@@ -96,4 +97,5 @@ def running_server(model: Model, settings: ServerSettings) -> Iterator[tuple[str
         runner.should_exit = True
         thread.join(timeout=15)
         server.worker.close()
+        server.ar.close()
         sock.close()

@@ -18,6 +18,7 @@ from dgemma.engine.request import MAX_TOP_LOGPROBS, Request
 from dgemma.generation.auto_tools import AutoTools
 from dgemma.generation.prompts import SAMPLER_FIELDS, SEED_RANGE, FieldError, RequestBuilder
 from dgemma.generation.reasoning import ReasoningFormat
+from dgemma.generation.run import Mode
 from dgemma.generation.tools import auto_tools, call_schema, check_stages, choice_schema, forced_tools
 from dgemma.server.fields import ApiError, bool_field, dict_field, int_field, is_ids, is_number
 from dgemma.server.infill import parse_infill
@@ -46,6 +47,7 @@ _COMMON = {
     "metadata",
     "store",
     "service_tier",
+    "mode",
     *SAMPLER_FIELDS,
 }
 CHAT_FIELDS = _COMMON | {
@@ -94,6 +96,7 @@ class Job:
     reasoning: ReasoningFormat | None = None  # chat: split the reasoning block off each answer
     reasoning_inside: bool = False  # the prompt leaves a reasoning block open for the model
     infill: Any = None  # completions with `suffix`: the InfillPlan whose gap requests these are
+    mode: Mode = Mode.DIFFUSION  # `mode: "ar"`: next-token decoding, run beside the diffusion engine
 
     @property
     def calls_tool(self) -> bool:  # every choice is a forced call
@@ -169,6 +172,8 @@ def parse_completion(body: Any, model: Model, name: str, capacity: int) -> Job:
         raise ApiError(400, "`best_of` is not supported", "best_of")
     builder = model.builder.with_capacity(capacity)
     if body.get("suffix") is not None:  # insert mode: the gap between prompt and suffix
+        if body.get("mode", "diffusion") != "diffusion":
+            raise ApiError(400, "insert mode (`suffix`) fills a diffusion canvas: drop `mode`", "mode")
         return parse_infill(body, builder, name, _checked)
     prompts = _completion_prompts(body.get("prompt"), builder)
     top = int_field(body, "logprobs", 0, MAX_TOP_LOGPROBS)
@@ -205,6 +210,7 @@ def _job(
     logprobs: int | None = None,
 ) -> Job:
     n = int_field(body, "n", 1, MAX_N) or 1
+    mode = _mode(body, json_plan is not None or bool(body.get("tools")))
     if logprobs is not None and (json_plan is not None or bool_field(body, "stream")):
         raise ApiError(
             400,
@@ -259,7 +265,25 @@ def _job(
         jobs,
         logprobs=logprobs,
         prompts=prompts,
+        mode=mode,
     )
+
+
+def _mode(body: dict, constrained: bool) -> Mode:
+    """`mode`: "diffusion" (the default) or "ar", next-token decoding by the causal encoder (to
+    compare the two on one server); "ar" takes `temperature` but no diffusion sampler setting."""
+    if (mode := body.get("mode", "diffusion")) not in ("diffusion", "ar"):
+        raise ApiError(400, '`mode` must be "diffusion" or "ar"', "mode")
+    if mode == "diffusion":
+        return Mode.DIFFUSION
+    if constrained:
+        raise ApiError(400, "schemas and tools need the diffusion canvas, not `mode: ar`", "mode")
+    if dict_field(body, "stream_options").get("include_drafts"):
+        raise ApiError(400, "drafts are diffusion canvases: `mode: ar` has none", "stream_options")
+    for key in SAMPLER_FIELDS:
+        if body.get(key) is not None:
+            raise ApiError(400, f"`{key}` is a diffusion sampler setting; `mode: ar` does not use it", key)
+    return Mode.AR
 
 
 def _checked(build: Callable[[], T]) -> T:

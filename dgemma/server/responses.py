@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from dgemma.engine.results import TokenLogprob
+from dgemma.generation.run import Mode
 from dgemma.generation.tools import ToolCall
 from dgemma.server.choice import ChoiceText, Delta
 from dgemma.server.logprobs import chat_logprobs, completion_logprobs, covering, merge
@@ -27,6 +28,8 @@ def usage(job: Job, choices: list[ChoiceText]) -> dict[str, Any]:
         "denoising_steps": steps,
         "tokens_per_forward": round(completion / (steps + canvases), 4) if steps else 0.0,
     }
+    if job.mode is Mode.AR:  # one encoder pass per token, no canvas
+        out.update(canvases=0, denoising_steps=0, tokens_per_forward=1.0 if completion else 0.0)
     if job.json_jobs is not None:
         out["json_rounds"] = sum(c.rounds for c in choices)
         out["json_repaired_slots"] = sum(c.repaired for c in choices)

@@ -126,6 +126,7 @@ class Run:
                 "canvas": event.canvas_index,
                 "step": event.step,
                 "accepted": event.num_accepted,
+                "marks": event.marks,
                 "text": self.codec.decode(tokens) if self.codec else "",
                 "token_ids": tokens,
                 "pieces": self.codec.pieces(tokens) if self.codec else [],

@@ -47,9 +47,11 @@ async function loadModel() {
   }
 }
 
-function sampler() {
+const AR_FIELDS = ["max_tokens", "temperature", "seed"]; // mode "ar" takes no diffusion setting
+
+function sampler(names = [...AR_FIELDS, "max_denoising_steps", "entropy_bound"]) {
   const out = {};
-  for (const name of ["max_tokens", "temperature", "seed", "max_denoising_steps", "entropy_bound"]) {
+  for (const name of names) {
     const raw = $(name).value.trim();
     if (raw !== "") out[name] = Number(raw);
   }
@@ -63,16 +65,20 @@ function pieces(draft) {
   return draft.token_ids.map((id, i) => (draft.pieces ? draft.pieces[i] : String(id)));
 }
 
+// the server's per-position marks: clamped by a constraint, accepted this step, renoised
+const MARKS = { c: "clamped", a: "accepted", r: "renoised" };
+
 function drawCanvas(draft) {
   const canvas = $("canvas");
-  const prev = state.previous && state.previous.canvas === draft.canvas ? state.previous.token_ids : null;
   const texts = pieces(draft);
+  const marks = draft.marks || "";
   canvas.replaceChildren(
     ...draft.token_ids.map((id, i) => {
       const span = document.createElement("span");
-      span.className = `tok ${prev && prev[i] === id ? "kept" : "changed"}`;
+      const mark = MARKS[marks[i]] || "accepted";
+      span.className = `tok ${mark}`;
       span.textContent = texts[i];
-      span.title = `position ${i}: token ${id}`;
+      span.title = `position ${i}: token ${id}, ${mark}`;
       return span;
     }),
   );
@@ -104,13 +110,13 @@ function drawStats(usage, seconds, firstCanvas) {
 
 // ---- streaming one chat request
 
-async function streamChat(messages, extra, onText, onDraft) {
+async function streamChat(messages, extra, onText, onDraft, ar = false) {
   const body = {
     model: state.model,
     messages,
     stream: true,
-    stream_options: { include_usage: true, include_drafts: true },
-    ...sampler(),
+    stream_options: ar ? { include_usage: true } : { include_usage: true, include_drafts: true },
+    ...(ar ? { mode: "ar", ...sampler(AR_FIELDS) } : sampler()),
     ...extra,
   };
   const started = performance.now();
@@ -136,7 +142,7 @@ async function streamChat(messages, extra, onText, onDraft) {
       if (chunk.error) throw new Error(chunk.error.message);
       if (chunk.usage) usage = chunk.usage;
       for (const choice of chunk.choices || []) {
-        if (choice.draft) onDraft(choice.draft);
+        if (choice.draft && onDraft) onDraft(choice.draft);
         const delta = choice.delta || {};
         if (delta.content || delta.reasoning_content) {
           if (firstCanvas === null) firstCanvas = (performance.now() - started) / 1000;
@@ -145,9 +151,11 @@ async function streamChat(messages, extra, onText, onDraft) {
       }
     }
   }
-  if (usage) drawStats(usage, (performance.now() - started) / 1000, firstCanvas);
+  const seconds = (performance.now() - started) / 1000;
+  if (usage) drawStats(usage, seconds, firstCanvas);
   window.dgemma.usage = usage;
   window.dgemma.done += 1;
+  return { usage, seconds, first: firstCanvas };
 }
 
 // ---- chat mode
@@ -312,11 +320,47 @@ async function generateJson(event) {
   });
 }
 
+// ---- compare mode: the same prompt and seed, block diffusion then next-token decoding (`mode: "ar"`),
+// one after the other so neither slows the other down
+
+function drawRun(id, text, run) {
+  const pane = $(id);
+  pane.querySelector(".text").textContent = text;
+  if (!run) return;
+  const u = run.usage || { completion_tokens: 0 };
+  const rate = run.seconds > 0 ? (u.completion_tokens / run.seconds).toFixed(1) : "–";
+  const forwards = id === "cmp-ar" ? `${u.completion_tokens} forwards` : `${u.denoising_steps} denoising steps, ${u.canvases} canvases`;
+  pane.querySelector(".timing").textContent =
+    `${(run.seconds * 1000).toFixed(0)} ms, ${u.completion_tokens} tokens, ${rate} tokens/s, ${forwards}`;
+}
+
+async function compare(event) {
+  event.preventDefault();
+  if (state.busy) return;
+  const messages = [{ role: "user", content: $("cmp-prompt").value }];
+  const texts = { diffusion: "", ar: "" };
+  drawRun("cmp-diffusion", "", null);
+  drawRun("cmp-ar", "", null);
+  window.dgemma.compare = null;
+  await run(async () => {
+    const dif = await streamChat(messages, {}, (c) => { texts.diffusion += c; drawRun("cmp-diffusion", texts.diffusion, null); }, drawCanvas);
+    drawRun("cmp-diffusion", texts.diffusion, dif);
+    const ar = await streamChat(messages, {}, (c) => { texts.ar += c; drawRun("cmp-ar", texts.ar, null); }, null, true);
+    drawRun("cmp-ar", texts.ar, ar);
+    const ratio = dif.seconds > 0 ? ar.seconds / dif.seconds : 0;
+    $("cmp-verdict").textContent = `next-token decoding took ${ratio.toFixed(2)}x the time of block diffusion on this prompt`;
+    window.dgemma.compare = { diffusion: { ...dif, text: texts.diffusion }, ar: { ...ar, text: texts.ar } };
+  });
+}
+
 // ---- shared
+
+const BUTTONS = "#send, #solve, #generate-json, #fill, #compare";
+const MODES = ["chat", "infill", "json", "sudoku", "compare"];
 
 async function run(work, onFail) {
   state.busy = true;
-  for (const b of document.querySelectorAll("#send, #solve, #generate-json, #fill")) b.disabled = true;
+  for (const b of document.querySelectorAll(BUTTONS)) b.disabled = true;
   showError("");
   state.previous = null;
   try {
@@ -328,28 +372,26 @@ async function run(work, onFail) {
     showError(String(err.message || err));
   } finally {
     state.busy = false;
-    for (const b of document.querySelectorAll("#send, #solve, #generate-json, #fill")) b.disabled = false;
+    for (const b of document.querySelectorAll(BUTTONS)) b.disabled = false;
   }
 }
 
 function setMode(mode) {
   state.mode = mode;
   for (const tab of document.querySelectorAll(".tab")) tab.classList.toggle("active", tab.dataset.mode === mode);
-  $("chat-mode").hidden = mode !== "chat";
-  $("json-mode").hidden = mode !== "json";
-  $("infill-mode").hidden = mode !== "infill";
-  $("sudoku-mode").hidden = mode !== "sudoku";
+  for (const m of MODES) $(`${m}-mode`).hidden = mode !== m;
 }
 
 $("chat-form").addEventListener("submit", sendChat);
 $("sudoku-form").addEventListener("submit", solveSudoku);
 $("json-form").addEventListener("submit", generateJson);
 $("infill-form").addEventListener("submit", fillGap);
+$("compare-form").addEventListener("submit", compare);
 $("clear").addEventListener("click", () => { state.history = []; drawHistory(); });
 for (const tab of document.querySelectorAll(".tab")) tab.addEventListener("click", () => setMode(tab.dataset.mode));
 $("key").value = localStorage.getItem("dgemma-key") || "";
 $("key").addEventListener("change", () => { localStorage.setItem("dgemma-key", $("key").value); loadModel(); });
 const requested = new URLSearchParams(location.search).get("mode");
-if (["chat", "infill", "json", "sudoku"].includes(requested)) setMode(requested);
+if (MODES.includes(requested)) setMode(requested);
 drawBoard(cellsOf($("puzzle").value), "", null);
 loadModel();
