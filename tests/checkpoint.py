@@ -58,8 +58,19 @@ def make_checkpoint(
     """Write a loadable DiffusionGemma checkpoint into `directory`; returns the reference model."""
     tok = train_tokenizer(vocab_size=320, extra_specials=extra_specials)
     vocab = tok.get_vocab_size()
+    vision = text_overrides.pop("vision", None)
+    top = None
+    if vision is not None:  # a vision tower whose image tokens are this tokenizer's
+        top = {"image_token_id": tok.token_to_id("<|image|>")}
+        top |= {"boi_token_id": tok.token_to_id("<|image>"), "eoi_token_id": tok.token_to_id("<image|>")}
     ref = build_reference(
-        directory, seed=seed, canvas_length=canvas_length, vocab_size=vocab, **text_overrides
+        directory,
+        seed=seed,
+        canvas_length=canvas_length,
+        vocab_size=vocab,
+        vision=vision,
+        top=top,
+        **text_overrides,
     )
     tok.save(str(directory / "tokenizer.json"))
     (directory / "chat_template.jinja").write_text(template)
@@ -90,3 +101,39 @@ def make_gemma4_checkpoint(directory: Path, template: str = "gemma4.jinja", seed
     return make_checkpoint(
         directory, seed=seed, eos_token_ids=(1, end_of_turn), template=text, extra_specials=GEMMA4_SPECIALS
     )
+
+
+# a vision tower small enough for CPU tests: 4-pixel patches, 3 x 3 pooling, 70 soft tokens an image
+TINY_TOWER = dict(
+    hidden_size=16,
+    intermediate_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=2,
+    head_dim=8,
+    patch_size=4,
+    pooling_kernel_size=3,
+    position_embedding_size=256,
+    standardize=True,
+)
+IMAGE_PROCESSOR = {"patch_size": 4, "pooling_kernel_size": 3, "max_soft_tokens": 70}
+
+
+def make_vision_checkpoint(directory: Path, seed: int = 0, std: float = 0.15):
+    """A tiny Gemma-4-format checkpoint with a vision tower (image tokens `<|image|>`, `<|image>`,
+    `<image|>` in its tokenizer; image soft tokens see each other, as the 26B checkpoint's do)."""
+    specials = [*GEMMA4_SPECIALS, "<|image>", "<image|>"]
+    tok = train_tokenizer(vocab_size=320, extra_specials=specials)
+    text = (TEMPLATES / "gemma4.jinja").read_text()
+    ref = make_checkpoint(
+        directory,
+        seed=seed,
+        std=std,
+        eos_token_ids=(1, tok.token_to_id("<turn|>")),
+        template=text,
+        extra_specials=specials,
+        vision=TINY_TOWER,
+        use_bidirectional_attention="vision",
+    )
+    (directory / "processor_config.json").write_text(json.dumps({"image_processor": IMAGE_PROCESSOR}))
+    return ref

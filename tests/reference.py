@@ -38,13 +38,20 @@ TINY_VISION = dict(
 )
 
 
-def reference_config(canvas_length: int = 8, **text_overrides):
+def reference_config(
+    canvas_length: int = 8, vision: dict | None = None, top: dict | None = None, **text_overrides
+):
+    """The tiny reference config; `vision` replaces the vision tower's fields, `top` sets top-level
+    ones (the image token ids)."""
     from transformers import DiffusionGemmaConfig
     from transformers.models.gemma4 import Gemma4VisionConfig
 
     text = {**TINY_TEXT, **text_overrides}
     return DiffusionGemmaConfig(
-        text_config=text, vision_config=Gemma4VisionConfig(**TINY_VISION), canvas_length=canvas_length
+        text_config=text,
+        vision_config=Gemma4VisionConfig(**(vision or TINY_VISION)),
+        canvas_length=canvas_length,
+        **(top or {}),
     )
 
 
@@ -70,13 +77,28 @@ def randomize_(model: torch.nn.Module, seed: int, std: float = 0.15) -> None:
 
 
 def build_reference(
-    directory: Path, seed: int = 0, canvas_length: int = 8, std: float = 0.15, **text_overrides
+    directory: Path,
+    seed: int = 0,
+    canvas_length: int = 8,
+    std: float = 0.15,
+    vision: dict | None = None,
+    top: dict | None = None,
+    **text_overrides,
 ):
     """Save a random reference model to `directory` and return it (float32, eval mode)."""
     from transformers import DiffusionGemmaForBlockDiffusion
 
     torch.manual_seed(seed)
-    model = DiffusionGemmaForBlockDiffusion(reference_config(canvas_length, **text_overrides)).eval()
+    config = reference_config(canvas_length, vision, top, **text_overrides)
+    model = DiffusionGemmaForBlockDiffusion(config).eval()
     randomize_(model, seed, std)
+    g = torch.Generator().manual_seed(seed + 1)
+    for name, b in model.named_buffers():
+        if name.endswith(("std_bias", "std_scale")):  # the vision tower's standardisation
+            b.copy_(
+                (0.5 + torch.rand(b.shape, generator=g))
+                if name.endswith("scale")
+                else torch.randn(b.shape, generator=g)
+            )
     model.save_pretrained(directory)
     return model

@@ -141,7 +141,7 @@ def test_stopped_and_finished_rows_cost_no_compute(model, monkeypatch):
     monkeypatch.setattr(
         diffusion,
         "encode_rows",
-        lambda m, c, rows, t: passes.append(("enc", tuple(rows))) or real_encode(m, c, rows, t),
+        lambda m, c, rows, *a: passes.append(("enc", tuple(rows))) or real_encode(m, c, rows, *a),
     )
     V = model.config.vocab_size
     quick = SamplerConfig(

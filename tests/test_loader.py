@@ -1,9 +1,8 @@
-"""Loading checkpoints: sharded == single, vision weights skipped, and a clear error for each bad input."""
+"""Loading checkpoints: sharded == single, and a clear error for each bad input."""
 
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 
 import pytest
@@ -41,17 +40,6 @@ def test_sharded_checkpoint_loads_identically(model, ckpt_copy):
         json.dumps({"metadata": {}, "weight_map": weight_map})
     )
     assert torch.equal(_logits(dgemma.load(ckpt_copy)), _logits(model))
-
-
-def test_vision_weights_skipped_with_one_line_notice(checkpoint, caplog):
-    with caplog.at_level(logging.WARNING, logger="dgemma"):
-        dgemma.load(checkpoint[0])
-    notices = [r.getMessage() for r in caplog.records if "vision" in r.getMessage()]
-    assert (
-        len(notices) == 1
-        and "\n" not in notices[0]
-        and notices[0].startswith("skipped 16 vision-tower tensors")
-    )
 
 
 def test_weights_are_memory_mapped_not_copied(checkpoint):

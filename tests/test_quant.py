@@ -105,7 +105,8 @@ def test_the_accounting_matches_what_loading_holds(checkpoint):
     directory, _ = checkpoint
     for name, group in ((None, None), ("int4", 8), ("int8", None)):
         model = dgemma.load(directory, quantize=name, group_size=group)
-        report = memory_report(model.config, QuantScheme.parse(name, group), torch.float32)
+        scheme = QuantScheme.parse(name, group)
+        report = memory_report(model.config, scheme, torch.float32, model.model.vision_tower is not None)
         assert report["weight_bytes"] == sum(t.nbytes for t in model.model.state_dict().values())
 
 

@@ -116,7 +116,8 @@ def test_lora_fine_tune_from_cli(checkpoint, tmp_path):
     assert proc.returncode == 0, proc.stderr
     before = load_file(checkpoint[0] / "model.safetensors")
     after = load_file(out / "model" / "model.safetensors")
-    assert set(after) == {k for k in before if "vision" not in k}  # merged: plain checkpoint names
+    assert set(after) == set(before)  # merged: plain checkpoint names, the vision tower kept
+    assert all(torch.equal(before[k], after[k]) for k in before if ".vision_tower." in k)  # and frozen
     q, k = "model.decoder.layers.1.self_attn.q_proj.weight", "model.decoder.layers.1.self_attn.k_proj.weight"
     assert not torch.equal(before[q], after[q])
     assert torch.equal(before[k], after[k])

@@ -32,10 +32,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if args.model is not None:
         from pathlib import Path
 
+        from dgemma.model.loader import has_vision, weight_files
+
         config = read_model_config(Path(args.model))
+        vision = has_vision(weight_files(Path(args.model)))
     else:
-        config = preset(args.config)
-    report = memory_report(config, scheme, getattr(torch, args.dtype))
+        config, vision = preset(args.config), True  # the published checkpoints ship the tower
+    report = memory_report(config, scheme, getattr(torch, args.dtype), vision)
     if args.json:
         print(json.dumps(report))
         return 0

@@ -8,9 +8,12 @@ This module does no I/O and imports no torch.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+
+from dgemma.config.vision import VisionConfig
 
 MODEL_TYPE = "diffusion_gemma"
 TEXT_MODEL_TYPE = "diffusion_gemma_text"
@@ -93,6 +96,7 @@ class ModelConfig:
     pad_token_id: int | None = 0
     bos_token_id: int | None = 2
     eos_token_ids: tuple[int, ...] = (1,)
+    vision: VisionConfig | None = None  # the image side, when config.json declares a vision tower
 
     def __post_init__(self) -> None:
         positive = (
@@ -153,11 +157,12 @@ class ModelConfig:
             raise ValueError(
                 f"text_config has model_type {text.get('model_type')!r}, expected {TEXT_MODEL_TYPE!r}"
             )
-        return cls._from_text_config(
+        text_only = cls._from_text_config(
             text,
             canvas_length=config.get("canvas_length", 256),
             tie_word_embeddings=bool(config.get("tie_word_embeddings", True)),
         )
+        return dataclasses.replace(text_only, vision=VisionConfig.from_hf(config))
 
     @classmethod
     def _from_text_config(
@@ -263,7 +268,16 @@ class ModelConfig:
             "canvas_length": self.canvas_length,
             "tie_word_embeddings": True,
             "text_config": text,
-            "vision_config": dict(MINIMAL_VISION_CONFIG),
+            "vision_config": dict(MINIMAL_VISION_CONFIG) if self.vision is None else self.vision.to_hf(),
+        } | ({} if self.vision is None else self._image_ids())
+
+    def _image_ids(self) -> dict[str, int]:
+        v = self.vision
+        return {
+            "image_token_id": v.image_token_id,
+            "boi_token_id": v.boi_token_id,
+            "eoi_token_id": v.eoi_token_id,
+            "vision_soft_tokens_per_image": v.soft_tokens_per_image,
         }
 
 

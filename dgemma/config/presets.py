@@ -35,7 +35,26 @@ PRESETS: dict[str, dict[str, Any]] = {
             "moe_intermediate_size": 704,
             "sliding_window": 1024,
             "max_position_embeddings": 262_144,
+            "use_bidirectional_attention": "vision",
         },
+        # Gemma 4's vision tower: 27 layers of 1152 (16 heads of 72), 16-pixel patches pooled 3 x 3
+        "vision_config": {
+            "model_type": "gemma4_vision",
+            "hidden_size": 1152,
+            "intermediate_size": 4304,
+            "num_hidden_layers": 27,
+            "num_attention_heads": 16,
+            "num_key_value_heads": 16,
+            "head_dim": 72,
+            "patch_size": 16,
+            "pooling_kernel_size": 3,
+            "position_embedding_size": 10_240,
+            "standardize": True,
+        },
+        "image_token_id": 258_880,
+        "boi_token_id": 255_999,
+        "eoi_token_id": 258_882,
+        "vision_soft_tokens_per_image": 280,
     },
 }
 

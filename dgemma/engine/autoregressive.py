@@ -50,7 +50,8 @@ def run_autoregressive(model: DiffusionGemma, requests: list[Request]) -> Iterat
     while active:
         start = time.perf_counter()
         with torch.inference_mode():  # per step, never across a yield
-            hidden, counts = encode_rows(model, cache, active, feed)
+            images = [requests[r].images for r in active] if phase is Phase.PREFILL else None
+            hidden, counts = encode_rows(model, cache, active, feed, images)
             last = hidden[torch.arange(len(active), device=device), counts - 1]  # (b, H)
             logits = model.logits(last)
             picked = [

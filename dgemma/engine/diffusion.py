@@ -186,7 +186,8 @@ class DiffusionEngine:
         _sync(model.device)
         start = time.perf_counter()
         with torch.inference_mode():  # per phase, never across a yield to an event consumer
-            encode_rows(model, self.cache, [r.slot for r in rows], [r.pending for r in rows])
+            images = [r.request.images if r.phase is Phase.PREFILL else () for r in rows]
+            encode_rows(model, self.cache, [r.slot for r in rows], [r.pending for r in rows], images)
         _sync(model.device)
         elapsed = time.perf_counter() - start
         for row in rows:

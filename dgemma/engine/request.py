@@ -22,6 +22,16 @@ def top_logprobs_problem(value: object, field: str = "logprobs") -> str | None:
     return f"`{field}` must be an integer in [0, {MAX_TOP_LOGPROBS}], got {value!r}"[:200]
 
 
+@dataclass(frozen=True, eq=False)
+class ImageInput:
+    """One preprocessed image: patches (P, 3 p^2) in [0, 1], their (x, y) positions (P, 2) with
+    (-1, -1) for padding, and how many soft tokens (image-token positions) it fills in the prompt."""
+
+    pixel_values: torch.Tensor
+    positions: torch.Tensor
+    num_soft_tokens: int
+
+
 @dataclass(frozen=True)
 class Request:
     prompt: list[int]
@@ -36,6 +46,8 @@ class Request:
     banned: tuple[int, ...] = ()  # tokens no unclamped position may become
     # per generated token: its log-probability and this many top alternatives (None: none kept)
     logprobs: int | None = None
+    # the prompt's images, in the order of their runs of image tokens
+    images: tuple[ImageInput, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.prompt:
@@ -97,6 +109,17 @@ def check_fits(requests: list[Request], config: ModelConfig, slots_needed) -> in
         for tok in list((req.fixed or {}).values()) + [t for ts in (req.allowed or {}).values() for t in ts]:
             if not 0 <= tok < config.vocab_size:
                 raise ValueError(f"request {i}: constrained token id {tok} is outside the vocabulary")
+        if req.images:
+            if config.vision is None:
+                raise ValueError(
+                    f"request {i}: this model's config declares no vision tower; it takes text only"
+                )
+            placed = req.prompt.count(config.vision.image_token_id)
+            fills = sum(im.num_soft_tokens for im in req.images)
+            if placed != fills:
+                raise ValueError(
+                    f"request {i}: the prompt has {placed} image-token positions; its images fill {fills}"
+                )
         need = slots_needed(req)
         if need > config.max_position_embeddings:
             raise ValueError(

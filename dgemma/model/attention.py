@@ -65,8 +65,12 @@ def encoder_plan(
     window: int,
     num_slots: int,
     rows: torch.Tensor | None,
+    blocks: torch.Tensor | None = None,
 ) -> AttentionPlan:
-    """Causal pass over `counts[r]` new tokens per row (right-padded to `num_tokens`), after `lengths[r]`."""
+    """Causal pass over `counts[r]` new tokens per row (right-padded to `num_tokens`), after `lengths[r]`.
+
+    `blocks` (b, T): a group id per new token (-1: none); tokens of one group also see each other
+    ahead of them (the soft tokens of one image, under `use_bidirectional_attention: "vision"`)."""
     device = lengths.device
     b = lengths.shape[0]
     offsets = torch.arange(num_tokens, device=device)
@@ -86,8 +90,20 @@ def encoder_plan(
         mask = keys <= q
         if sliding:
             mask = mask & (keys > q - window)
+        if blocks is not None:
+            mask = mask | _same_block(blocks, lengths, start, end)
         ranges[sliding], masks[sliding] = (start, end), mask
     return AttentionPlan(positions, rows, write_index, write_source, ranges, masks)
+
+
+def _same_block(blocks: torch.Tensor, lengths: torch.Tensor, start: int, end: int) -> torch.Tensor:
+    """(b, 1, T, end - start): query and key slot are new tokens of one group."""
+    b, T = blocks.shape
+    offset = torch.arange(start, end, device=blocks.device)[None, :] - lengths[:, None]  # (b, K)
+    inside = (offset >= 0) & (offset < T)
+    key_blocks = torch.where(inside, blocks.gather(1, offset.clamp(0, T - 1)), -1)
+    same = (blocks[:, :, None] == key_blocks[:, None, :]) & (blocks[:, :, None] >= 0)
+    return same[:, None]
 
 
 def decoder_plan(

@@ -106,7 +106,11 @@ def _read_tensors(files: list[Path], expected: dict[str, torch.Size], num_layers
         for name in handle.keys():
             try:
                 if name.startswith(_VISION):
-                    report.skipped_vision += 1
+                    ours = name[len("model.encoder.") :]
+                    if ours in expected:
+                        found[ours] = handle.get_tensor(name)
+                    else:
+                        report.skipped_vision += 1
                 elif name.startswith(_DECODER) and name[len(_DECODER) :] in expected:
                     found[name[len(_DECODER) :]] = handle.get_tensor(name)
                 elif m := _ENCODER_SCALAR.match(name):
@@ -146,6 +150,8 @@ def load_model(
 
     with torch.device("meta"):
         model = DiffusionGemma(config)
+        if config.vision is not None and has_vision(files):
+            model.attach_vision()
     as_stored: dict[str, torch.dtype] = {}  # packed weights and their scales, read as they are
     if stored is not None:
         from dgemma.quant.apply import packed_dtypes, prepare
@@ -170,10 +176,10 @@ def load_model(
             if name.endswith("layer_scalar"):  # optional buffer; the reference initialises it to one
                 tensor = torch.ones(shape)
             else:
-                raise CheckpointError(f"checkpoint in {directory} is missing tensor {_DECODER}{name}")
+                raise CheckpointError(f"checkpoint in {directory} is missing tensor {checkpoint_name(name)}")
         if tensor.shape != shape:
             raise CheckpointError(
-                f"tensor {_DECODER}{name} has shape {tuple(tensor.shape)}, the config expects {tuple(shape)}"
+                f"tensor {checkpoint_name(name)} has shape {tuple(tensor.shape)}, the config expects {tuple(shape)}"
             )
         if name in targets:
             state.update(quantized_state(targets[name], tensor, quantize, device))
@@ -196,12 +202,23 @@ def load_model(
     model.eval().requires_grad_(False)
     if report.skipped_vision:
         log.warning(
-            "skipped %d vision-tower tensors: image input is not supported yet", report.skipped_vision
+            "skipped %d vision-tower tensors: config.json declares no vision tower", report.skipped_vision
         )
     if report.unexpected:
         shown = ", ".join(report.unexpected[:3]) + (" ..." if len(report.unexpected) > 3 else "")
         log.warning("ignored %d unexpected tensors (%s)", len(report.unexpected), shown)
     return model, report
+
+
+def checkpoint_name(name: str) -> str:
+    """Our state-dict name as the checkpoint spells it."""
+    if name.startswith(("vision_tower.", "embed_vision.")):
+        return "model.encoder." + name
+    return _DECODER + name
+
+
+def has_vision(files: list[Path]) -> bool:
+    return any(name.startswith(_VISION) for path in files for name in _open(path).keys())
 
 
 def _stored_scheme(directory: Path) -> QuantScheme | None:

@@ -18,6 +18,7 @@ from torch import nn
 from dgemma.config import LayerSpec, LayerType, ModelConfig
 from dgemma.model.attention import Attention, AttentionPlan, KVStore
 from dgemma.model.layers import Experts, GatedMLP, RMSNorm, Router, rms, rope_inv_freq, rope_tables
+from dgemma.model.vision import MultimodalEmbedder, VisionTower
 
 AttentionStep = Callable[[Attention, torch.Tensor], torch.Tensor]
 
@@ -106,6 +107,26 @@ class DiffusionGemma(nn.Module):
             self.register_buffer(f"inv_freq_{layer_type.value}", inv, persistent=False)
         self._encode, self._decode = self._encode_eager, self._decode_eager
         self.decoding = False  # which pass runs now, for layers that differ by pass (a PEFT adapter's)
+        self.vision_tower: VisionTower | None = None  # attached when the checkpoint has its weights
+        self.embed_vision: MultimodalEmbedder | None = None
+
+    def attach_vision(self) -> None:
+        """Add the vision tower and its embedder (config.vision must be set), uninitialised."""
+        vision = self.config.vision
+        if vision is None:
+            raise ValueError("this model's config declares no vision tower")
+        self.vision_tower = VisionTower(vision)
+        self.embed_vision = MultimodalEmbedder(
+            vision.hidden_size, self.config.hidden_size, vision.rms_norm_eps
+        )
+
+    def image_features(self, pixel_values: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Images as patches (B, P, 3 p^2) with (x, y) positions (B, P, 2) -> their soft tokens in
+        the text embedding space (N, H), image after image."""
+        if self.vision_tower is None or self.embed_vision is None:
+            raise ValueError("this checkpoint has no vision-tower weights: it takes text only")
+        tokens = self.vision_tower(pixel_values.to(self.device), positions.to(self.device))
+        return self.embed_vision(tokens).to(self.dtype)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -121,6 +142,8 @@ class DiffusionGemma(nn.Module):
             head_dim = next(s.head_dim for s in self.config.layers if s.layer_type is layer_type)
             inv = rope_inv_freq(self.config.rope[layer_type], head_dim).to(self.device)
             setattr(self, f"inv_freq_{layer_type.value}", inv)
+        if self.vision_tower is not None:
+            self.vision_tower.reset_rope()
 
     def _embed_scale(self) -> torch.Tensor:
         # sqrt(hidden) rounded through float32 to the weight dtype, as the reference's buffer is
@@ -140,10 +163,26 @@ class DiffusionGemma(nn.Module):
         w = self.embed_tokens.weight
         return (probs.to(w.dtype) @ w) * self._embed_scale()
 
-    def encode(self, ids: torch.Tensor, store: KVStore, plan: AttentionPlan) -> torch.Tensor:
-        """Causal pass over token ids (b, T); writes their keys and values; returns final hidden (b, T, H)."""
+    def encode(
+        self,
+        ids: torch.Tensor,
+        store: KVStore,
+        plan: AttentionPlan,
+        images: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Causal pass over token ids (b, T); writes their keys and values; returns final hidden (b, T, H).
+
+        `images`: where (b, T) bool and soft tokens (N, H) from `image_features`: the N positions
+        marked take the soft tokens in row-major order instead of their token embeddings (the
+        plan's masks say which of them see each other)."""
         self.decoding = False
-        return self._encode(ids, store, plan)
+        if images is None:
+            return self._encode(ids, store, plan)
+        where, tokens = images
+        if int(where.sum()) != tokens.shape[0]:
+            raise ValueError(f"{int(where.sum())} image positions for {tokens.shape[0]} image soft tokens")
+        x = self.embed(ids).masked_scatter(where[..., None], tokens.to(self.dtype))
+        return self._stack(x, store, plan, self.encoder_layer_scalar)
 
     def decode(
         self,

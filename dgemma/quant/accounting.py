@@ -14,10 +14,12 @@ from dgemma.model.transformer import DiffusionGemma
 from dgemma.quant.apply import prepare
 from dgemma.quant.scheme import QuantScheme
 
-COMPONENTS = ("embedding", "experts", "attention", "mlp", "router", "self_conditioning", "norms")
+COMPONENTS = ("embedding", "experts", "attention", "mlp", "router", "self_conditioning", "norms", "vision")
 
 
 def component(name: str) -> str:
+    if name.startswith(("vision_tower.", "embed_vision.")):
+        return "vision"
     if name.startswith("embed_tokens"):
         return "embedding"
     if name.startswith("self_conditioning"):
@@ -30,12 +32,17 @@ def component(name: str) -> str:
     return "norms"
 
 
-def memory_report(config: ModelConfig, scheme: QuantScheme | None, dtype: torch.dtype) -> dict[str, Any]:
+def memory_report(
+    config: ModelConfig, scheme: QuantScheme | None, dtype: torch.dtype, vision: bool = False
+) -> dict[str, Any]:
     """{components: {name: {params, bytes}}, total_params, active_params, weight_bytes,
     kv_bytes_per_token}: bytes as `dgemma.load` would hold them (float weights at `dtype`,
-    quantized data and their float32 scales as stored)."""
+    quantized data and their float32 scales as stored); `vision`: the vision tower is loaded too
+    (it stays at `dtype`)."""
     with torch.device("meta"):
         model = DiffusionGemma(config)
+        if vision and config.vision is not None:
+            model.attach_vision()
         counts = {c: 0 for c in COMPONENTS}
         for name, p in model.named_parameters():
             counts[component(name)] += p.numel()
@@ -50,7 +57,9 @@ def memory_report(config: ModelConfig, scheme: QuantScheme | None, dtype: torch.
                 sizes[component(name)] += t.numel() * dtype.itemsize
         cache = KVCache(config, 1, 1, dtype, torch.device("meta"))
     expert_params = counts["experts"]
-    active = sum(counts.values()) - expert_params + expert_params * config.top_k_experts // config.num_experts
+    # per token: the text model with its routed share of the experts (the tower runs once per image)
+    text = sum(counts.values()) - counts["vision"]
+    active = text - expert_params + expert_params * config.top_k_experts // config.num_experts
     return {
         "scheme": "full precision" if scheme is None else str(scheme),
         "dtype": str(dtype).removeprefix("torch."),

@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 
 from dgemma.config import SamplerConfig
 from dgemma.model import DiffusionGemma
+from dgemma.model.loader import checkpoint_name
 from dgemma.train.lora import merge_lora
 
 TOKENIZER_FILES = (
@@ -37,7 +38,7 @@ def checkpoint_tensors(model: DiffusionGemma) -> dict[str, torch.Tensor]:
             for i in range(model.config.num_hidden_layers):
                 tensors[f"model.encoder.language_model.layers.{i}.layer_scalar"] = tensor[i : i + 1]
         else:
-            tensors[f"model.decoder.{name}"] = tensor
+            tensors[checkpoint_name(name)] = tensor
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
 
 

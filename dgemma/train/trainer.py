@@ -120,6 +120,9 @@ def train(
         raise ValueError(f"`batch_size` {config.batch_size} must divide over the {world.size} processes")
     out_dir.mkdir(parents=True, exist_ok=True)
     model.train().requires_grad_(True)
+    for tower in (model.vision_tower, model.embed_vision):  # training reads text: the tower stays as loaded
+        if tower is not None:
+            tower.requires_grad_(False)
     if config.lora_rank:
         apply_lora(model, config.lora_rank, config.lora_alpha, config.lora_targets, seed=config.seed)
     if config.freeze_router:
