@@ -13,12 +13,12 @@ from typing import Any
 
 import torch
 
+from dgemma.api_logits import LogitsMethods, as_prompt_list
 from dgemma.config import GenerationDefaults, ModelConfig, SamplerConfig
 from dgemma.config.files import inside, read_json
-from dgemma.engine.cache import KVCache
+from dgemma.config.vision import VisionConfig
 from dgemma.engine.events import Event
 from dgemma.engine.logprobs import prompt_logprobs
-from dgemma.engine.passes import decode_rows, encode_rows, ragged_rows
 from dgemma.engine.request import Request
 from dgemma.engine.results import Completion, TokenLogprob
 from dgemma.generation import infill as infilling
@@ -28,6 +28,7 @@ from dgemma.generation.prompts import RequestBuilder, check_top_logprobs
 from dgemma.generation.reasoning import ReasoningFormat, thinking_kwargs
 from dgemma.generation.run import GenerationOutput, Mode
 from dgemma.generation.tools import auto_tools, check_stages, forced_tools, run_tool_calls
+from dgemma.images.processor import ImageProcessor, image_processor_for
 from dgemma.model import DiffusionGemma, load_model
 from dgemma.quant import QuantScheme
 from dgemma.structured.generate import JsonJob
@@ -80,10 +81,11 @@ def load(
     except ValueError as err:
         raise ValueError(f"{path / 'generation_config.json'}: {err}") from None
     codec = TextCodec.from_dir(path) if inside(path, "tokenizer.json").is_file() else None
-    return Model(model, codec, sampler, GenerationDefaults.from_generation_config(gen, model.config))
+    images = image_processor_for(path, model.config.vision) if model.vision_tower is not None else None
+    return Model(model, codec, sampler, GenerationDefaults.from_generation_config(gen, model.config), images)
 
 
-class Model:
+class Model(LogitsMethods):
     """A loaded checkpoint: the network, its tokenizer and its generation defaults."""
 
     def __init__(
@@ -92,6 +94,7 @@ class Model:
         codec: TextCodec | None,
         sampler: SamplerConfig,
         defaults: GenerationDefaults,
+        images: ImageProcessor | None = None,
     ):
         self.model = model
         self.codec = codec
@@ -104,6 +107,8 @@ class Model:
             model.config.vocab_size,
             model.config.canvas_length,
             model.config.max_position_embeddings,
+            vision=(vision := _usable_vision(model)),
+            images=None if vision is None else images or ImageProcessor.for_model(vision),
         )
         # the reasoning channel of the checkpoint's chat format, None without a thinking switch
         self.reasoning = ReasoningFormat.of(codec)
@@ -123,7 +128,7 @@ class Model:
         `chat_template_kwargs` are extra chat-template variables (`enable_thinking`)."""
         return [
             self.builder.prompt_ids(p, raw, tools=tools, template_kwargs=chat_template_kwargs)
-            for p in _as_prompt_list(prompts)
+            for p in as_prompt_list(prompts)
         ]
 
     def requests(
@@ -319,43 +324,14 @@ class Model:
             out.append(prompt_logprobs(self.encoder_logits([ids])[0], ids, top))
         return out
 
-    @torch.inference_mode()
-    def encoder_logits(self, input_ids: Any, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Causal LM logits (B, T, V) of the encoder; positions the mask excludes are zero."""
-        rows, layout = ragged_rows(input_ids, attention_mask, _as_prompt_list)
-        cache = self._cache(rows, extra=0)
-        hidden, _ = encode_rows(self.model, cache, list(range(len(rows))), rows)
-        logits = self.model.logits(hidden)
-        out = torch.zeros(*layout.shape, self.config.vocab_size, device=logits.device)
-        for i, positions in enumerate(layout):
-            where = positions.nonzero().squeeze(-1)
-            out[i, where] = logits[i, : len(where)]
-        return out
 
-    @torch.inference_mode()
-    def decoder_logits(
-        self,
-        input_ids: Any,
-        canvas: torch.Tensor,
-        self_conditioning_logits: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Canvas logits (B, C, V) of the decoder given each prompt as the cached prefix."""
-        rows, _ = ragged_rows(input_ids, attention_mask, _as_prompt_list)
-        canvas = torch.as_tensor(canvas, dtype=torch.long, device=self.model.device)
-        if canvas.ndim != 2 or canvas.shape[0] != len(rows):
-            raise ValueError(f"`canvas` must have shape (batch={len(rows)}, C), got {tuple(canvas.shape)}")
-        cache = self._cache(rows, extra=canvas.shape[1])
-        encode_rows(self.model, cache, list(range(len(rows))), rows)
-        soft = None
-        if self_conditioning_logits is not None:
-            soft = self.model.soft_embedding(self_conditioning_logits.to(self.model.device))
-        hidden = decode_rows(self.model, cache, list(range(len(rows))), canvas, soft)
-        return self.model.logits(hidden)
-
-    def _cache(self, rows: list[list[int]], extra: int) -> KVCache:
-        capacity = max(len(r) for r in rows) + extra
-        return KVCache(self.config, len(rows), capacity, self.model.dtype, self.model.device)
+def _usable_vision(model: DiffusionGemma) -> VisionConfig | None:
+    """The vision config when the tower is loaded and its image tokens lie in the vocabulary."""
+    v = model.config.vision
+    if model.vision_tower is None or v is None:
+        return None
+    ids = (v.image_token_id, v.boi_token_id, v.eoi_token_id)
+    return v if max(ids) < model.config.vocab_size else None
 
 
 def _settings(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -371,18 +347,3 @@ def _mode(mode: Mode | str) -> Mode:
         return Mode(mode)
     except ValueError:
         raise ValueError(f"`mode` must be 'diffusion' or 'ar', got {mode!r}") from None
-
-
-def _as_prompt_list(prompts: Any) -> list[Any]:
-    if isinstance(prompts, torch.Tensor):
-        prompts = prompts.tolist() if prompts.ndim == 2 else [prompts.tolist()]
-    if isinstance(prompts, str):
-        return [prompts]
-    if not isinstance(prompts, list | tuple) or not prompts:
-        raise ValueError(
-            "`prompts` must be a string, a chat, a list of token ids, or a non-empty list of these"
-        )
-    first = prompts[0]
-    if isinstance(first, int | dict):  # one token-id prompt, or one chat
-        return [list(prompts)]
-    return list(prompts)

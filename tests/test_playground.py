@@ -235,3 +235,30 @@ def test_the_page_works_behind_a_path_prefix(browser, checkpoint):
             page.click("#send")
             page.wait_for_function("window.dgemma.done >= 1", timeout=60_000)
             assert page.is_hidden("#error") and page.evaluate("window.dgemma.drafts") >= 1
+
+
+def test_chat_takes_an_attached_image(browser, tmp_path):
+    from tests.checkpoint import make_vision_checkpoint
+    from tests.test_vision import _chat, _images, _png
+
+    make_vision_checkpoint(tmp_path / "ckpt", seed=5, std=0.05)
+    model = dgemma.load(tmp_path / "ckpt")
+    image = _images()["rgb 50x80"]
+    (tmp_path / "pic.png").write_bytes(_png(image))
+    with running_server(model, ServerSettings(port=0, model_name="tiny-vision")) as (url, _):
+        page = _page(browser, url)
+        page.wait_for_function("document.getElementById('model').textContent === 'tiny-vision'")
+        page.fill("#max_denoising_steps", "4")
+        page.set_input_files("#images", str(tmp_path / "pic.png"))
+        page.fill("#prompt", "What is in the picture?")
+        page.click("#send")
+        page.wait_for_function("window.dgemma.done >= 1", timeout=60_000)
+        assert page.query_selector("#history .msg.user img.thumb") is not None
+        assert page.evaluate("window.dgemma.errors") == 0
+        # the server saw the picture: the prompt is the image's soft tokens plus the text
+        prompt = model.tokenize(_chat(image, "What is in the picture?"))[0]
+        assert page.evaluate("window.dgemma.usage.prompt_tokens") == len(prompt)
+        assert (
+            page.evaluate("document.getElementById('images').files.length") == 0
+        )  # cleared for the next turn
+        _screenshot(page, "playground_image.png")

@@ -25,6 +25,13 @@ def add_parsers(sub) -> None:
     gen.add_argument(
         "--raw", action="store_true", help="tokenize the prompt as is, without the chat template"
     )
+    gen.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="an image shown before the prompt's text (repeat for several; each prompt gets them all)",
+    )
     gen.add_argument("--max-new-tokens", "--max_new_tokens", dest="max_new_tokens", type=int, default=None)
     gen.add_argument("--seed", type=int, default=0, help="random seed (prompt i uses seed + i)")
     gen.add_argument(
@@ -103,6 +110,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from dgemma.generation.prompts import sampler_for
 
     prompts = [sys.stdin.read() if p == "-" else p for p in args.prompts]
+    if args.image:
+        prompts = _with_images(prompts, args)
     sampler_for(SamplerConfig(), args.temperature, sampler_overrides(args))  # fail before loading weights
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise ValueError(f"`max_new_tokens` must be a positive integer, got {args.max_new_tokens}")
@@ -183,6 +192,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.json or not args.show_steps:
         _print_outputs(out, args.json, args.hide_reasoning)
     return 0
+
+
+def _with_images(prompts: list[str], args: argparse.Namespace) -> list[list[dict]]:
+    """Each prompt as one user turn: the images (read and checked now, before the weights load), then its text."""
+    from dgemma.images.load import open_image
+
+    if args.raw:
+        raise ValueError("`--image` goes through the chat template, which --raw leaves out")
+    images = [open_image(path, f"--image {path}") for path in args.image]
+    parts = [{"type": "image", "image": image} for image in images]
+    return [[{"role": "user", "content": [*parts, {"type": "text", "text": p}]}] for p in prompts]
 
 
 def _read_json_file(path: str, flag: str):

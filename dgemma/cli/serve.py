@@ -22,6 +22,12 @@ def add_parser(sub) -> None:
     sv.add_argument(
         "--shutdown-grace", type=float, default=10.0, help="seconds in-flight requests get after SIGTERM"
     )
+    sv.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=None,
+        help="largest request body (default 1 MiB; 32 MiB for a model that takes images)",
+    )
     sv.add_argument("--max-connections", type=int, default=1024, help="open connections before answering 503")
     sv.add_argument("--no-ui", action="store_true", help="do not serve the playground page at /")
     sv.add_argument("--served-model-name", default=None, help="the `model` clients name (default: dir name)")
@@ -66,6 +72,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         request_timeout=args.request_timeout,
         shutdown_grace=args.shutdown_grace,
         max_connections=args.max_connections,
+        max_body_bytes=args.max_body_bytes,
         model_name=args.served_model_name or name,
         ui=not args.no_ui,
     )

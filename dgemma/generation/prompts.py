@@ -25,7 +25,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from dgemma.config import GenerationDefaults, SamplerConfig
+from dgemma.config.vision import VisionConfig
 from dgemma.engine.request import Request, top_logprobs_problem
+from dgemma.images.load import open_image
+from dgemma.images.processor import ImageProcessor
+from dgemma.images.prompt import PromptIds, expand, has_images, take_images
 from dgemma.structured.generate import DEFAULT_ROUNDS, JsonJob, JsonPlan, plan_json
 from dgemma.structured.slots import DEFAULT_STRING_TOKENS
 from dgemma.text import TextCodec
@@ -113,6 +117,8 @@ class RequestBuilder:
     canvas_length: int
     capacity: int
     context: str = "the model"  # whose limit `capacity` is, for messages
+    vision: VisionConfig | None = None  # image-token ids, when the model has a vision tower
+    images: ImageProcessor | None = None  # its image processor (None: image parts are refused)
 
     def with_capacity(self, capacity: int, context: str = "this server's context") -> RequestBuilder:
         return dataclasses.replace(self, capacity=capacity, context=context)
@@ -147,6 +153,8 @@ class RequestBuilder:
         if isinstance(prompt, list | tuple) and prompt and isinstance(prompt[0], dict):
             if self.codec is None or not self.codec.has_chat_template:
                 raise FieldError("this checkpoint has no chat template; chat messages need one", field)
+            if has_images(prompt):
+                return self._image_prompt(list(prompt), field, tools, template_kwargs)
             try:
                 return self.codec.encode_chat(list(prompt), tools=tools, template_kwargs=template_kwargs)
             except ValueError as err:
@@ -160,6 +168,22 @@ class RequestBuilder:
                 f"`{field}`: token ids must lie in the vocabulary, 0..{self.vocab_size - 1}", field
             )
         return ids
+
+    def _image_prompt(
+        self, messages: list[dict], field: str, tools: list | None, template_kwargs: dict | None
+    ) -> PromptIds:
+        """A chat with image parts: its ids with each image's soft-token positions, and its images."""
+        try:
+            rendered, sources = take_images(messages, field)
+            if self.images is None or self.vision is None:
+                raise ValueError("this checkpoint has no vision tower: it takes text only, not images")
+            images = [self.images(open_image(src, f"`{field}` image {k}")) for k, src in enumerate(sources)]
+            ids = self.codec.encode_chat(rendered, tools=tools, template_kwargs=template_kwargs)
+            ids = expand(ids, self.vision, [im.num_soft_tokens for im in images])
+        except ValueError as err:
+            where = "chat_template_kwargs" if "`chat_template_kwargs`" in str(err) else field
+            raise FieldError(str(err), where) from None
+        return PromptIds(ids, tuple(images))
 
     def requests(
         self,
@@ -208,7 +232,16 @@ class RequestBuilder:
                 )
             limit = max_new_tokens if max_new_tokens is not None else min(self.defaults.max_new_tokens, room)
             out += [
-                Request(prompt, limit, settings, next(seeds), eos, ar_temperature, logprobs=logprobs)
+                Request(
+                    prompt,
+                    limit,
+                    settings,
+                    next(seeds),
+                    eos,
+                    ar_temperature,
+                    logprobs=logprobs,
+                    images=getattr(prompt, "images", ()),
+                )
                 for _ in range(n)
             ]
         return out

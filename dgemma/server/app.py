@@ -39,6 +39,8 @@ from dgemma.server.worker import EngineWorker
 
 DEFAULT_CONTEXT = 8192
 UI = Path(__file__).with_name("ui")
+TEXT_BODY_BYTES = 1 << 20
+IMAGE_BODY_BYTES = 32 << 20  # room for a data URL of the largest image accepted (dgemma/images/load.py)
 
 
 @dataclass
@@ -50,7 +52,7 @@ class ServerSettings:
     max_queue: int = 256  # requests waiting for a row before 429
     max_context: int | None = None  # positions per row (default: the model's limit, at most 8192)
     request_timeout: float = 300.0  # seconds
-    max_body_bytes: int = 1 << 20
+    max_body_bytes: int | None = None  # default: 1 MiB, or 32 MiB for a model that takes images
     header_timeout: float = 10.0  # seconds a connection may take to send its request headers
     body_timeout: float = 30.0  # seconds to receive a request body
     parse_timeout: float = 10.0  # seconds to tokenize, template and compile a schema, off the event loop
@@ -73,6 +75,7 @@ class DgemmaServer:
         self.metrics = self.worker.metrics
         self.ar = ArWorker(model.model, self.metrics, settings.max_queue)  # requests with `mode: "ar"`
         self.created = int(time.time())
+        self.takes_images = model.builder.images is not None
         self.draining = False  # set on SIGTERM: new generation requests get 503
         self._scoring = asyncio.Semaphore(1)  # echo: one prompt scoring at a time
         routes = [
@@ -239,7 +242,7 @@ class DgemmaServer:
 
     async def _body(self, request: HttpRequest) -> bytes:
         """The body, counted as it streams in (chunked bodies too): reading stops past the limit."""
-        limit = self.settings.max_body_bytes
+        limit = self.settings.max_body_bytes or (IMAGE_BODY_BYTES if self.takes_images else TEXT_BODY_BYTES)
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise ApiError(413, f"the request body is larger than {limit} bytes")

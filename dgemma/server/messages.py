@@ -7,19 +7,15 @@ from dgemma.text import REASONING_FIELDS
 
 
 def flatten(index: int, message: dict) -> dict:
-    """A message whose content is a list of text parts becomes one string; other parts are refused."""
+    """A message whose content is a list of text parts becomes one string; with `image_url` parts
+    it stays a list of text and image parts (in order) for the image processor; other parts are refused."""
     content = message.get("content")
     if isinstance(content, list):
-        texts = []
-        for part in content:
-            if (
-                not isinstance(part, dict)
-                or part.get("type") != "text"
-                or not isinstance(part.get("text"), str)
-            ):
-                raise ApiError(400, f"`messages[{index}].content` parts must be text parts", "messages")
-            texts.append(part["text"])
-        content = "".join(texts)
+        parts = [_part(index, j, part) for j, part in enumerate(content)]
+        if all(p["type"] == "text" for p in parts):
+            content = "".join(p["text"] for p in parts)
+        else:
+            content = parts
     if content is None:
         content = ""
     flat = {"role": message["role"], "content": content}
@@ -35,3 +31,18 @@ def flatten(index: int, message: dict) -> dict:
                 raise ApiError(400, f"`messages[{index}].{key}` must be a string", "messages")
             flat[key] = message[key]
     return flat
+
+
+def _part(index: int, j: int, part: object) -> dict:
+    where = f"messages[{index}].content[{j}]"
+    if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
+        return {"type": "text", "text": part["text"]}
+    if isinstance(part, dict) and part.get("type") == "image_url":
+        ref = part.get("image_url")
+        url = ref.get("url") if isinstance(ref, dict) else None
+        if not isinstance(url, str) or not url:
+            raise ApiError(
+                400, f"`{where}.image_url.url` must be a string (a data:image/... URL)", "messages"
+            )
+        return {"type": "image_url", "image_url": {"url": url}}
+    raise ApiError(400, f"`{where}` must be a text or an image_url part", "messages")

@@ -171,6 +171,12 @@ function drawHistory() {
         r.textContent = m.reasoning;
         div.append(r);
       }
+      for (const url of m.images || []) {
+        const img = document.createElement("img");
+        img.className = "thumb";
+        img.src = url;
+        div.append(img);
+      }
       div.append(document.createTextNode(m.content));
       return div;
     }),
@@ -182,13 +188,15 @@ async function sendChat(event) {
   if (state.busy) return;
   const text = $("prompt").value.trim();
   if (!text) return;
-  state.history.push({ role: "user", content: text });
+  const images = await Promise.all([...$("images").files].map(dataUrl));
+  state.history.push({ role: "user", content: text, images });
   const reply = { role: "assistant", content: "", reasoning: "" };
   state.history.push(reply);
   $("prompt").value = "";
+  $("images").value = "";
   drawHistory();
   const extra = $("thinking").checked ? { chat_template_kwargs: { enable_thinking: true } } : {};
-  const messages = state.history.slice(0, -1).map((m) => ({ role: m.role, content: m.content }));
+  const messages = state.history.slice(0, -1).map(asMessage);
   await run(async () => {
     await streamChat(messages, extra, (content, reasoning) => {
       reply.content += content;
@@ -197,6 +205,22 @@ async function sendChat(event) {
     }, drawCanvas);
   }, () => state.history.splice(-2, 2));
   drawHistory();
+}
+
+// an image file as a data: URL, which the server takes in `image_url` parts (it fetches nothing)
+function dataUrl(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+}
+
+function asMessage(m) {
+  if (!m.images || !m.images.length) return { role: m.role, content: m.content };
+  const parts = m.images.map((url) => ({ type: "image_url", image_url: { url } }));
+  return { role: m.role, content: [...parts, { type: "text", text: m.content }] };
 }
 
 // ---- sudoku mode
