@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -53,7 +54,16 @@ def _update_gap(base: dict, a: dict, b: dict) -> float:
 
 
 @pytest.mark.slow  # torchrun launches: ~40 s on 2 cores
-@pytest.mark.parametrize("flags", [(), ("--lora-rank", "2", "--grad-accum", "2")], ids=["full", "lora+accum"])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        (),
+        ("--lora-rank", "2", "--grad-accum", "2"),
+        ("--fsdp",),
+        ("--fsdp", "--lora-rank", "2", "--grad-accum", "2"),
+    ],
+    ids=["full", "lora+accum", "fsdp", "fsdp+lora+accum"],
+)
 def test_two_processes_train_as_one(checkpoint, tmp_path, flags):
     """Same losses (relative 1e-5: the gradient sums differ in float summation order only) and the
     same weight updates (relative 1e-3: Adam turns the sign of a near-zero gradient's rounding into
@@ -67,8 +77,12 @@ def test_two_processes_train_as_one(checkpoint, tmp_path, flags):
             rel = 1e-5 if a["step"] == 1 else LATER_STEPS_REL
             assert b[key] == pytest.approx(a[key], rel=rel, abs=1e-6), (key, a, b)
     assert set(weights_one) == set(base) == set(weights_two)  # the vision tower exported as loaded
+    lora = "--lora-rank" in flags
     gap = _update_gap(base, weights_one, weights_two)
-    assert gap <= (1e-3 if flags else FULL_UPDATE_GAP)
+    assert gap <= (1e-3 if lora else FULL_UPDATE_GAP)
+    if "--fsdp" in flags:  # one shard per process, in torch.distributed.checkpoint's format
+        written = {p.name for p in (tmp_path / "two" / "checkpoints" / "step-0000003").iterdir()}
+        assert written == {".metadata", "__0_0.distcp", "__1_0.distcp", "state.json"}
     if not flags:  # the control: another seed's run is nowhere near
         _, other = _train(checkpoint, tmp_path, "other", 2, "--seed", "1")
         assert _update_gap(base, weights_one, other) > 10 * FULL_UPDATE_GAP
@@ -114,3 +128,95 @@ def test_a_run_resumes_on_another_number_of_processes(checkpoint, tmp_path):
     for a, b in zip(straight, resumed, strict=True):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5 if a["step"] == 1 else LATER_STEPS_REL)
     assert _update_gap(base, weights, resumed_weights) <= FULL_UPDATE_GAP
+
+
+def _descendants(pid: int) -> list[int]:
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == pid:
+                children.append(int(entry))
+    return children + [d for c in children for d in _descendants(c)]
+
+
+def _rank_of(pid: int) -> int | None:
+    try:
+        env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+    except OSError:
+        return None
+    ranks = [e.split(b"=", 1)[1] for e in env if e.startswith(b"RANK=")]
+    return int(ranks[0]) if ranks else None
+
+
+@pytest.mark.slow  # two torchrun launches and a kill
+def test_a_sharded_run_killed_with_sigkill_resumes_on_one_process(checkpoint, tmp_path):
+    """kill -9 of one process of a two-process FSDP run, once it has written a checkpoint: the run
+    dies; one process resumes from its sharded checkpoint and ends as the run that never stopped."""
+    import signal
+    import time
+
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(x) + "\n" for x in LINES))
+    base = load_file(checkpoint[0] / "model.safetensors")
+    common = ["--model", str(checkpoint[0]), "--data", str(data), "--steps", "8", "--batch-size", "4",
+              "--lr", "1e-3", "--warmup-steps", "0", "--checkpoint-every", "1"]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    # LoRA: the base weights stay put, so the two- and one-process runs differ only by float
+    # rounding (full fine-tuning amplifies that through the router: see LATER_STEPS_REL above;
+    # its exact one-process resume is the next test)
+    run = [sys.executable, "-m", "dgemma", "train", *common, "--lora-rank", "2"]
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([*run, "--out", str(out), "--nproc", "2", "--fsdp"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 300
+    while not (out / "checkpoints" / "step-0000002").is_dir():
+        assert proc.poll() is None and time.time() < deadline, "the run ended before its second checkpoint"
+        time.sleep(0.01)
+    victim = next(p for p in _descendants(proc.pid) if _rank_of(p) == 1)
+    os.kill(victim, signal.SIGKILL)
+    assert proc.wait(timeout=120) != 0
+    written = sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.startswith("step-"))
+    assert "step-0000008" not in written  # it died mid-run
+    resumed = subprocess.run([*run, "--out", str(out), "--fsdp"], env=env, capture_output=True, text=True,
+                             timeout=600)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    straight, weights = _train_lines(run, tmp_path / "straight", env)
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == list(range(1, 9))
+    for a, b in zip(straight, metrics, strict=True):
+        # at lr 1e-3 rounding stays at rounding level (measured: 4e-7 relative; at 1e-2 it grew
+        # to 3e-4 by step 7, through the routing the adapters shift)
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+    assert _update_gap(base, weights, load_file(out / "model" / "model.safetensors")) <= 1e-3
+
+
+@pytest.mark.slow  # two single-process runs
+def test_a_sharded_checkpoint_resumes_exactly(checkpoint, tmp_path):
+    """A --fsdp run's checkpoints (torch.distributed.checkpoint) in one process: stopped after step
+    6 and resumed, it ends bit for bit where a run without --fsdp ends."""
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(x) + "\n" for x in LINES))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    run = [sys.executable, "-m", "dgemma", "train", "--model", str(checkpoint[0]), "--data", str(data),
+           "--steps", "8", "--batch-size", "4", "--lr", "1e-2", "--warmup-steps", "0", "--checkpoint-every", "1"]  # fmt: skip
+    plain, plain_weights = _train_lines(run, tmp_path / "plain", env)
+    _train_lines([*run, "--fsdp"], tmp_path / "sharded", env)
+    checkpoints = tmp_path / "sharded" / "checkpoints"
+    assert (checkpoints / "step-0000008" / ".metadata").is_file()
+    for late in ("step-0000008", "step-0000007"):
+        shutil.rmtree(checkpoints / late)
+    (checkpoints / "latest").write_text("step-0000006")
+    resumed, weights = _train_lines([*run, "--fsdp"], tmp_path / "sharded", env)
+    assert [m["loss"] for m in resumed] == [m["loss"] for m in plain]
+    assert all(torch.equal(weights[k], plain_weights[k]) for k in plain_weights)
+
+
+def _train_lines(run: list[str], out, env) -> tuple[list[dict], dict]:
+    proc = subprocess.run([*run, "--out", str(out)], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return metrics, load_file(out / "model" / "model.safetensors")

@@ -93,6 +93,12 @@ def add_train_flags(
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     g.add_argument("--device", default="cpu", help="where to train, e.g. cpu or cuda")
     g.add_argument("--checkpoint-every", type=int, default=50)
+    g.add_argument(
+        "--fsdp",
+        action="store_true",
+        help="with several processes, shard each layer's weights, gradients and optimizer state "
+        "(FSDP2); checkpoints are then sharded (torch.distributed.checkpoint)",
+    )
 
 
 def train_config(args: argparse.Namespace, encoder_only: bool = False) -> TrainConfig:
@@ -115,6 +121,7 @@ def train_config(args: argparse.Namespace, encoder_only: bool = False) -> TrainC
         lora_targets=tuple(t.strip() for t in targets if t.strip()),
         encoder_only=encoder_only,
         checkpoint_every=args.checkpoint_every,
+        fsdp=getattr(args, "fsdp", False),
         log_every=1,
         objective=ObjectiveConfig(
             ar_weight=1.0 if encoder_only else args.ar_weight,

@@ -60,7 +60,7 @@ def encode_full(model: DiffusionGemma, ids: torch.Tensor) -> tuple[torch.Tensor,
             contexts.append(kv)
             return out
 
-        x = layer.forward(x, encode, scalars[i])
+        x = layer(x, encode, scalars[i])  # through __call__: FSDP's hooks gather the layer
     return model.norm(x), contexts
 
 
@@ -97,7 +97,7 @@ def decode_canvases(
         def decode(attn: Attention, h: torch.Tensor, cos=cos, sin=sin, i=i) -> torch.Tensor:
             return attn.forward_context(h, cos, sin, contexts[i], masks[attn.is_sliding])[0]
 
-        x = layer.forward(x, decode, scalars[i])
+        x = layer(x, decode, scalars[i])
     return model.norm(x)
 
 

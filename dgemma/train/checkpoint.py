@@ -1,7 +1,11 @@
 """Training checkpoints: written atomically, read back into exactly the same state, never pickled.
 
 A checkpoint is a directory `step-NNNNNNN/` holding `model.safetensors` (trainable tensors),
-`optimizer.safetensors` (AdamW moments and step counts) and `state.json` (step, metrics, config).
+`optimizer.safetensors` (AdamW moments and step counts) and `state.json` (step, metrics, config);
+or, for a run with `--fsdp`, a torch.distributed.checkpoint directory (`.metadata` and one
+`__R_0.distcp` shard per process, the trainable tensors and the optimizer state) beside
+`state.json`: every process writes its own share, and any number of processes (one included)
+reads it back, resharded.
 It is written into a temporary directory and renamed into place, so a kill at any moment leaves
 either the previous checkpoint or the new one, never half of one. `latest` names the newest; the
 last `keep` checkpoints stay on disk. On resume a checkpoint that cannot be read (a disk that lost
@@ -21,6 +25,7 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch.distributed.tensor import DTensor
 
 STEP_DIR = re.compile(r"step-\d{7}")
 DEFAULT_KEEP = 3
@@ -28,6 +33,75 @@ DEFAULT_KEEP = 3
 
 class CheckpointReadError(ValueError):
     """A training checkpoint cannot be used; the message names the file."""
+
+
+class Store:
+    """A run's checkpoint directory as the processes of one run see it: the plain format written by
+    process 0, or (`sharded`) the torch.distributed.checkpoint format written by all of them."""
+
+    def __init__(self, directory: Path, world, sharded: bool = False):
+        self.directory, self.world, self.sharded = directory, world, sharded
+
+    def save(self, step: int, model, optimizer, state: dict[str, Any]) -> Path:
+        if self.sharded:
+            return save_sharded(self.directory, step, model, optimizer, state, self.world)
+        if self.world.main:
+            return save(self.directory, step, model, optimizer, state)
+        return self.directory / f"step-{step:07d}"
+
+    def load_latest(self, model, optimizer, notice: Callable[[str], None]) -> dict[str, Any] | None:
+        return load_latest(self.directory, model, optimizer, notice)
+
+
+def _dcp_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    return get_state_dict(model, optimizer, options=StateDictOptions(ignore_frozen_params=True))
+
+
+def save_sharded(
+    directory: Path, step: int, model, optimizer, state: dict[str, Any], world, keep: int = DEFAULT_KEEP
+) -> Path:
+    """Checkpoint `step` in torch.distributed.checkpoint's format, every process writing its shard
+    into one temporary directory that process 0 renames into place once all have finished."""
+    import torch.distributed.checkpoint as dcp
+
+    final = directory / f"step-{step:07d}"
+    tmp = directory / f".tmp-step-{step:07d}"
+    if world.main:
+        directory.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    world.barrier()
+    model_state, optimizer_state = _dcp_state(model, optimizer)
+    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=str(tmp))
+    world.barrier()
+    if world.main:
+        (tmp / "state.json").write_text(json.dumps({**state, "step": step}))
+        _publish(directory, tmp, final, keep)
+    world.barrier()
+    return final
+
+
+def _load_sharded(path: Path, model, optimizer) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    model_state, optimizer_state = _dcp_state(model, optimizer)
+    try:
+        dcp.load({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=str(path))
+    except Exception as err:  # DCP wraps reader failures of every rank in its own error type
+        raise CheckpointReadError(
+            f"{path} is damaged (sharded checkpoint): {str(err).splitlines()[0][:160]}"
+        ) from None
+    set_state_dict(
+        model,
+        optimizer,
+        model_state_dict=model_state,
+        optim_state_dict=optimizer_state,
+        # frozen weights are not in the checkpoint (dcp.load fails on any trainable one missing)
+        options=StateDictOptions(ignore_frozen_params=True, strict=False),
+    )
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer, names: dict[int, str]) -> dict[str, torch.Tensor]:
@@ -63,6 +137,12 @@ def save(
     save_file(trainable, tmp / "model.safetensors")
     save_file(_optimizer_tensors(optimizer, _param_names(optimizer, model)), tmp / "optimizer.safetensors")
     (tmp / "state.json").write_text(json.dumps({**state, "step": step}))
+    _publish(directory, tmp, final, keep)
+    return final
+
+
+def _publish(directory: Path, tmp: Path, final: Path, keep: int) -> None:
+    """Make a written checkpoint visible at once: data synced, renamed, `latest` pointed at it."""
     for f in tmp.iterdir():  # data on disk before the rename makes it visible
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
@@ -74,7 +154,6 @@ def save(
     os.replace(pointer, directory / "latest")
     for old in _step_dirs(directory)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
-    return final
 
 
 def _step_dirs(directory: Path) -> list[Path]:
@@ -146,6 +225,12 @@ def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -
         or not isinstance(state.get("metrics"), list)
     ):
         raise CheckpointReadError(f"{path / 'state.json'} is damaged (training state): no step or metrics")
+    sharded_model = any(isinstance(p, DTensor) for p in model.parameters())
+    if (path / ".metadata").is_file():
+        _load_sharded(path, model, optimizer)
+        return state
+    if sharded_model:
+        raise CheckpointReadError(f"{path} was written by a run without --fsdp; resume it without --fsdp")
     weights = _read(path / "model.safetensors", "weights", load_file)
     tensors = _read(path / "optimizer.safetensors", "optimizer state", load_file)
     params = dict(model.named_parameters())

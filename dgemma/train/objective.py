@@ -84,10 +84,13 @@ def compute_loss(
     generators: list[torch.Generator],
     encoder_only: bool = False,
     counts: tuple[torch.Tensor, torch.Tensor] | None = None,
+    collective: bool = False,
 ) -> LossOutput:
     """The training loss of one batch (one generator per example); `encoder_only` trains the
     autoregressive baseline (AR loss alone). `counts`: the (diffusion, AR) supervised positions the
-    means are over (a global batch's, when this batch is one process's share); default this batch's."""
+    means are over (a global batch's, when this batch is one process's share); default this batch's.
+    `collective`: the layers are sharded over processes, so every process runs the same passes
+    (the self-conditioning pass too, even when none of its examples draws it)."""
     if counts is None:
         counts = batch_counts(batch)
     ids = batch.ids
@@ -112,7 +115,7 @@ def compute_loss(
     if config.self_conditioning_prob > 0:
         draw = torch.cat([torch.rand(1, generator=g, device=noisy.device) for g in generators])
         use = draw < config.self_conditioning_prob
-        if bool(use.any()):
+        if collective or bool(use.any()):
             soft = _self_conditioning(model, contexts, noisy, batch.starts, use)
     logits = model.logits(decode_canvases(model, contexts, noisy, batch.starts, soft))
     return _diffusion_loss(logits, batch, ar, config, counts[0])
@@ -126,11 +129,15 @@ def batch_counts(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
 def _self_conditioning(model, contexts, noisy, starts, use: torch.Tensor) -> torch.Tensor:
     """Soft embeddings from a gradient-free first pass over the rows in `use`; zero for the others."""
     rows = use.nonzero().squeeze(-1)
+    # no row drew it (a sharded run's pass all the same): one row's pass, fed back as zeros,
+    # which self-conditioning reads exactly as no feedback
+    chosen = rows if len(rows) else torch.zeros(1, dtype=torch.long, device=use.device)
     with torch.no_grad():
-        sub = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in contexts]
-        first = model.logits(decode_canvases(model, sub, noisy[rows], starts[rows]))
+        sub = [(k.index_select(0, chosen), v.index_select(0, chosen)) for k, v in contexts]
+        first = model.logits(decode_canvases(model, sub, noisy[chosen], starts[chosen]))
         soft = torch.zeros(*noisy.shape, model.config.hidden_size, dtype=model.dtype, device=noisy.device)
-        soft[rows] = model.soft_embedding(first.to(model.dtype))
+        if len(rows):
+            soft[rows] = model.soft_embedding(first.to(model.dtype))
     return soft
 
 

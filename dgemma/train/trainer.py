@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
+from torch.distributed.tensor import DTensor
 
 from dgemma.model import DiffusionGemma
 from dgemma.train import checkpoint
 from dgemma.train.batch import Example, collate
-from dgemma.train.distributed import World
+from dgemma.train.distributed import World, shard_layers, unshard_layers
 from dgemma.train.lora import apply_lora
 from dgemma.train.objective import ObjectiveConfig, batch_counts, compute_loss
 
@@ -58,6 +59,7 @@ class TrainConfig:
     )
     encoder_only: bool = False  # the autoregressive baseline: AR loss alone
     checkpoint_every: int = 100
+    fsdp: bool = False  # shard the layers over the processes (FSDP2); sharded checkpoints
     log_every: int = 10
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
 
@@ -128,9 +130,15 @@ def train(
     if config.freeze_router:
         for layer in model.layers:
             layer.router.requires_grad_(False)
+    sharded = config.fsdp and world.size > 1
+    if sharded and on_checkpoint is not None:
+        raise ValueError("evaluating at checkpoints needs the whole model in one process: drop --fsdp")
+    if sharded:
+        shard_layers(model)
     optimizer = _optimizer(model, config)
     step, metrics = 0, []
-    state = checkpoint.load_latest(out_dir / "checkpoints", model, optimizer, notice=notice or _stderr)
+    store = checkpoint.Store(out_dir / "checkpoints", world, sharded=config.fsdp)
+    state = store.load_latest(model, optimizer, notice=notice or _stderr)
     if state is not None:
         step, metrics = state["step"], state["metrics"]
     last = None if state is None else out_dir / "checkpoints" / f"step-{step:07d}"
@@ -152,16 +160,16 @@ def train(
                 on_log(metrics[-1])
         if step % config.checkpoint_every == 0 or step == end:
             state = {"metrics": metrics, "config": _jsonable(asdict(config))}
+            saved = store.save(step, model, optimizer, state)
             if world.main:
-                saved = checkpoint.save(out_dir / "checkpoints", step, model, optimizer, state)
                 _write_metrics(out_dir, metrics)
-            else:
-                saved = out_dir / "checkpoints" / f"step-{step:07d}"
             world.barrier()
             if on_checkpoint is not None and world.main:
                 on_checkpoint(step)
                 model.train()
                 started = time.perf_counter()
+    if sharded:
+        unshard_layers(model)  # whole weights in every process again, for export and inference
     model.eval().requires_grad_(False)
     return TrainResult(step, metrics, saved)  # LoRA adapters stay attached; `export` merges them
 
@@ -183,7 +191,13 @@ def _train_step(
         counts = world.sum(torch.stack(batch_counts(batch)))  # the global batch's
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.autocast_bf16):
             out = compute_loss(
-                model, batch, config.objective, generators, config.encoder_only, (counts[0], counts[1])
+                model,
+                batch,
+                config.objective,
+                generators,
+                config.encoder_only,
+                (counts[0], counts[1]),
+                collective=any(isinstance(p, DTensor) for p in model.layers.parameters()),
             )
         (out.loss / config.grad_accum).backward()
         parts = torch.stack([out.loss.detach(), out.diffusion.detach(), out.ar.detach()]).double()
@@ -191,8 +205,8 @@ def _train_step(
         totals[3] += batch.num_tokens
     totals = world.sum(totals).cpu()  # summed over processes
     trainable = [p for p in model.parameters() if p.requires_grad]
-    world.sum_grads(trainable)
-    torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
+    world.sum_grads(trainable)  # the replicated ones; FSDP has summed the sharded ones already
+    world.clip_grads(trainable, config.grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return float(totals[0]), float(totals[1]), float(totals[2]), int(totals[3])
