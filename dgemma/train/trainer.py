@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
-from torch.distributed.tensor import DTensor
 
 from dgemma.model import DiffusionGemma
 from dgemma.train import checkpoint
@@ -151,7 +150,7 @@ def train(
         lr = config.learning_rate(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        window.append(_train_step(model, data, config, optimizer, step, pad_id, device, world))
+        window.append(_train_step(model, data, config, optimizer, step, pad_id, device, world, sharded))
         step += 1
         if step % config.log_every == 0 or step == end:
             metrics.append(_summarize(window, step, lr, time.perf_counter() - started))
@@ -175,7 +174,7 @@ def train(
 
 
 def _train_step(
-    model, data, config, optimizer, step, pad_id, device, world
+    model, data, config, optimizer, step, pad_id, device, world, sharded
 ) -> tuple[float, float, float, int]:
     totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss, diffusion, ar, tokens
     for micro in range(config.grad_accum):
@@ -197,7 +196,7 @@ def _train_step(
                 generators,
                 config.encoder_only,
                 (counts[0], counts[1]),
-                collective=any(isinstance(p, DTensor) for p in model.layers.parameters()),
+                collective=sharded,
             )
         (out.loss / config.grad_accum).backward()
         parts = torch.stack([out.loss.detach(), out.diffusion.detach(), out.ar.detach()]).double()
