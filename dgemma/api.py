@@ -51,8 +51,10 @@ def load(
     """Load a DiffusionGemma checkpoint directory (Hugging Face layout).
 
     Args:
-        path: directory with config.json, safetensors weights, and optionally generation_config.json,
-            tokenizer.json, tokenizer_config.json and chat_template.jinja.
+        path: directory with config.json, the weights (safetensors, plain or quantized with
+            compressed-tensors, or one GGUF file), and optionally generation_config.json,
+            tokenizer.json, tokenizer_config.json and chat_template.jinja; or a .gguf file in
+            such a directory (docs/quantization.md).
         dtype: "float32", "bfloat16" or "float16"; default float32 on the CPU, bfloat16 elsewhere.
         device: where the weights live, e.g. "cpu" or "cuda".
         compile: run the encoder and decoder passes through torch.compile; the first generation
@@ -71,6 +73,8 @@ def load(
             "`adapter` with `quantize`: merge the adapter first (dgemma.load + export), then quantize"
         )
     model, _ = load_model(path, dtype=dtype, device=device, quantize=scheme)
+    if path.is_file():  # a GGUF file: its config, tokenizer and chat template are beside it
+        path = path.parent
     if adapter is not None:
         merge_adapter(model, adapter)
     if compile:

@@ -33,12 +33,22 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         from pathlib import Path
 
         from dgemma.model.loader import has_vision, weight_files
+        from dgemma.quant.gguf_file import gguf_file
 
-        config = read_model_config(Path(args.model))
-        vision = has_vision(weight_files(Path(args.model)))
+        path = Path(args.model)
+        gguf = gguf_file(path) if path.exists() else None
+        config = read_model_config(path.parent if gguf is not None and path.is_file() else path)
+        vision = gguf is None and has_vision(weight_files(path))
     else:
-        config, vision = preset(args.config), True  # the published checkpoints ship the tower
-    report = memory_report(config, scheme, getattr(torch, args.dtype), vision)
+        config, vision, gguf = preset(args.config), True, None  # the published checkpoints ship the tower
+    if gguf is not None:
+        if scheme is not None:
+            raise ValueError(f"--quantize: {gguf} holds GGUF quantized weights already")
+        from dgemma.quant.accounting import gguf_report
+
+        report = gguf_report(gguf, config, getattr(torch, args.dtype))
+    else:
+        report = memory_report(config, scheme, getattr(torch, args.dtype), vision)
     if args.json:
         print(json.dumps(report))
         return 0

@@ -31,6 +31,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     import dgemma
     from dgemma.config.files import read_json
+    from dgemma.quant.packed import holds_quantized
     from dgemma.train.data import ShuffledData, read_jsonl
     from dgemma.train.distributed import close_world, init_world
     from dgemma.train.export import export
@@ -39,6 +40,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = train_config(args)
     world = init_world(torch.device(args.device))
     model = dgemma.load(args.model, dtype="float32", device=args.device)
+    if holds_quantized(model.model):
+        raise ValueError(
+            f"--model: {args.model} holds quantized weights; train the full-precision checkpoint"
+        )
     if model.codec is None:
         raise ValueError(f"{args.model} has no tokenizer.json; training data is text")
     eos = model.defaults.eos_token_ids

@@ -95,8 +95,14 @@ def _open(path: Path):
         raise CheckpointError(f"{path} is not a readable safetensors file: {err}") from None
 
 
-def _read_tensors(files: list[Path], expected: dict[str, torch.Size], num_layers: int):
-    """Collect the text-model tensors under our names; encoder-only aliases fill gaps."""
+def _read_tensors(files: list[Path], expected: dict[str, torch.Size], num_layers: int, parts: bool = False):
+    """Collect the text-model tensors under our names; encoder-only aliases fill gaps. `parts`:
+    also the pieces a compressed-tensors checkpoint stores a weight in (scales, per-expert weights)."""
+    from dgemma.quant.compressed import belongs
+
+    def wanted(ours: str) -> bool:
+        return ours in expected or (parts and belongs(ours, expected))
+
     found: dict[str, torch.Tensor] = {}
     aliases: dict[str, torch.Tensor] = {}
     encoder_scalars: dict[int, torch.Tensor] = {}
@@ -107,16 +113,16 @@ def _read_tensors(files: list[Path], expected: dict[str, torch.Size], num_layers
             try:
                 if name.startswith(_VISION):
                     ours = name[len("model.encoder.") :]
-                    if ours in expected:
+                    if wanted(ours):
                         found[ours] = handle.get_tensor(name)
                     else:
                         report.skipped_vision += 1
-                elif name.startswith(_DECODER) and name[len(_DECODER) :] in expected:
+                elif name.startswith(_DECODER) and wanted(name[len(_DECODER) :]):
                     found[name[len(_DECODER) :]] = handle.get_tensor(name)
                 elif m := _ENCODER_SCALAR.match(name):
                     if int(m.group(1)) < num_layers:
                         encoder_scalars[int(m.group(1))] = handle.get_tensor(name)
-                elif name.startswith(_ENCODER) and name[len(_ENCODER) :] in expected:
+                elif name.startswith(_ENCODER) and wanted(name[len(_ENCODER) :]):
                     aliases[name[len(_ENCODER) :]] = handle.get_tensor(name)
                 elif name != "lm_head.weight":  # the head is tied to the embedding
                     report.unexpected.append(name)
@@ -135,18 +141,27 @@ def load_model(
 ) -> tuple[DiffusionGemma, LoadReport]:
     """Build the model of a checkpoint directory and assign its weights; with `quantize`, the
     targeted weights are quantized one tensor at a time as they are read (`dgemma/quant`)."""
-    directory = Path(directory)
+    from dgemma.quant.gguf_file import gguf_file
+
+    path = Path(directory)
+    gguf = gguf_file(path) if path.exists() else None
+    directory = path.parent if gguf is not None and path.is_file() else path
     if not directory.is_dir():
         raise CheckpointError(f"model directory not found: {directory}")
     device = torch.device(device)
     dtype = resolve_dtype(dtype, device)
     config = read_model_config(directory)
-    stored = _stored_scheme(directory)
+    stored, compressed = _stored_format(directory)
     if stored is not None and quantize is not None and quantize != stored:
         raise CheckpointError(
             f"{directory} holds {stored} weights already (`dgemma quantize` wrote it); load it without `quantize`"
         )
-    files = weight_files(directory)
+    if (gguf is not None or compressed) and quantize is not None:
+        kind = "GGUF" if gguf is not None else "compressed-tensors"
+        raise CheckpointError(
+            f"{gguf or directory} holds {kind} quantized weights already; load it without `quantize`"
+        )
+    files = [] if gguf is not None else weight_files(directory)
 
     with torch.device("meta"):
         model = DiffusionGemma(config)
@@ -167,7 +182,21 @@ def load_model(
             targets = prepare(model, quantize)
         except ValueError as err:
             raise ValueError(f"`quantize`: {err}") from None
-    found, encoder_scalars, report = _read_tensors(files, expected, config.num_hidden_layers)
+    if gguf is not None:
+        from dgemma.quant.gguf_file import check_metadata, read_gguf
+
+        found, encoder_scalars, unexpected, meta = read_gguf(gguf, config.num_hidden_layers)
+        check_metadata(meta, config, gguf)
+        report = LoadReport(unexpected=unexpected)
+    else:
+        found, encoder_scalars, report = _read_tensors(files, expected, config.num_hidden_layers, compressed)
+    if compressed:
+        from dgemma.quant.compressed import assemble
+
+        found = assemble(found, config.num_experts, str(directory))
+    foreign = gguf is not None or compressed
+
+    from dgemma.quant.packed import Packed, install
 
     state: dict[str, torch.Tensor] = {}
     for name, shape in expected.items():
@@ -176,12 +205,16 @@ def load_model(
             if name.endswith("layer_scalar"):  # optional buffer; the reference initialises it to one
                 tensor = torch.ones(shape)
             else:
-                raise CheckpointError(f"checkpoint in {directory} is missing tensor {checkpoint_name(name)}")
+                raise CheckpointError(
+                    f"checkpoint in {gguf or directory} is missing tensor {checkpoint_name(name)}"
+                )
         if tensor.shape != shape:
             raise CheckpointError(
                 f"tensor {checkpoint_name(name)} has shape {tuple(tensor.shape)}, the config expects {tuple(shape)}"
             )
-        if name in targets:
+        if isinstance(tensor, Packed):
+            state.update(install(model, name, tensor, dtype, device))
+        elif name in targets:
             state.update(quantized_state(targets[name], tensor, quantize, device))
         elif name in as_stored:
             if tensor.dtype != as_stored[name]:
@@ -190,13 +223,13 @@ def load_model(
                 )
             state[name] = tensor.to(device=device, copy=True)
         else:  # quantized loads copy the rest too, so nothing keeps the checkpoint's mmap alive
-            state[name] = tensor.to(device=device, dtype=dtype, copy=bool(targets or as_stored))
+            state[name] = tensor.to(device=device, dtype=dtype, copy=bool(targets or as_stored or foreign))
         found.pop(name, None)
     scalars = [encoder_scalars.get(i, torch.ones(1)).reshape(1) for i in range(config.num_hidden_layers)]
     state["encoder_layer_scalar"] = torch.cat(scalars).to(device=device, dtype=dtype)
     model.load_state_dict(state, strict=True, assign=True)
     del state, found
-    if targets:
+    if targets or foreign:
         _return_freed_memory()  # quantizing went through float32 slices; give their pages back
     model.reset_rope()
     model.eval().requires_grad_(False)
@@ -221,13 +254,19 @@ def has_vision(files: list[Path]) -> bool:
     return any(name.startswith(_VISION) for path in files for name in _open(path).keys())
 
 
-def _stored_scheme(directory: Path) -> QuantScheme | None:
-    """The scheme of a checkpoint `dgemma quantize` wrote (its config.json's quantization_config)."""
+def _stored_format(directory: Path) -> tuple[QuantScheme | None, bool]:
+    """(the scheme of a checkpoint `dgemma quantize` wrote, whether it is a compressed-tensors
+    checkpoint), from config.json's quantization_config."""
     raw = read_json(inside(directory, "config.json")).get("quantization_config")
     if raw is None:
-        return None
+        return None, False
+    from dgemma.quant.compressed import QUANT_METHOD, check_config
+
+    if isinstance(raw, dict) and raw.get("quant_method") == QUANT_METHOD:
+        check_config(raw, str(directory / "config.json"))
+        return None, True
     try:
-        return QuantScheme.from_config(raw)
+        return QuantScheme.from_config(raw), False
     except ValueError as err:
         raise CheckpointError(f"{directory / 'config.json'}: {err}") from None
 

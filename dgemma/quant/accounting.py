@@ -69,3 +69,42 @@ def memory_report(
         "weight_bytes": sum(sizes.values()),
         "kv_bytes_per_token": cache.nbytes(),
     }
+
+
+def gguf_report(path, config: ModelConfig, dtype: torch.dtype) -> dict[str, Any]:
+    """`memory_report` for a GGUF file as `dgemma.load` holds it: the layers that compute with
+    packed weights keep the file's bytes; the embedding, router and norms are unpacked to `dtype`."""
+    from gguf import GGUFReader
+
+    from dgemma.quant import ggml
+    from dgemma.quant.gguf_file import _BLOCK, _GLOBAL, _LAYER
+
+    report = memory_report(config, None, dtype)
+    counts = {c: 0 for c in COMPONENTS}
+    sizes = {c: 0 for c in COMPONENTS}
+    types: dict[str, int] = {}
+    for t in GGUFReader(str(path)).tensors:
+        m = _BLOCK.match(t.name)
+        ours = _GLOBAL.get(t.name) if m is None else _LAYER.get(m.group(2))
+        if ours is None:
+            continue
+        name = ours if m is None else f"layers.{m.group(1)}.{ours}"
+        part, n = component(name), int(t.n_elements)
+        counts[part] += n
+        packed = int(t.tensor_type) not in (0, 1, 30) and part in (
+            "experts",
+            "attention",
+            "mlp",
+            "self_conditioning",
+        )
+        sizes[part] += int(t.n_bytes) if packed else n * dtype.itemsize
+        kind = ggml.type_name(int(t.tensor_type))
+        types[kind] = types.get(kind, 0) + 1
+    sizes["norms"] += config.num_hidden_layers * dtype.itemsize  # the encoder's layer scalars
+    report.update(
+        scheme="GGUF " + ", ".join(f"{k} x{v}" for k, v in sorted(types.items(), key=lambda kv: -kv[1])),
+        components={c: {"params": counts[c], "bytes": sizes[c]} for c in COMPONENTS},
+        total_params=sum(counts.values()),
+        weight_bytes=sum(sizes.values()),
+    )
+    return report
