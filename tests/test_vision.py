@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,6 +61,31 @@ def test_preprocessing_equals_the_reference_processor(name):
     mine = ImageProcessor(**IMAGE_PROCESSOR)(image)
     assert torch.equal(mine.positions, ref["image_position_ids"][0])
     assert mine.num_soft_tokens == ref["num_soft_tokens_per_image"][0]
+    assert torch.equal(mine.pixel_values, ref["pixel_values"][0].float())
+
+
+def _third_party_images() -> list:
+    """Photographs and icons nobody here made: the images matplotlib ships (JPEG, RGBA and palette PNGs)."""
+    import matplotlib
+
+    data = Path(matplotlib.get_data_path())
+    files = [
+        data / "sample_data" / n for n in ("grace_hopper.jpg", "logo2.png", "Minduka_Present_Blue_Pack.png")
+    ]
+    return files + sorted((data / "images").glob("*.png"))[:6]
+
+
+@pytest.mark.parametrize(
+    "budget", [280, 1120]
+)  # the 26B checkpoint's default and its largest soft-token budget
+@pytest.mark.parametrize("path", _third_party_images(), ids=lambda p: p.name)
+def test_preprocessing_of_third_party_images_at_the_real_settings(path, budget):
+    settings = {"patch_size": 16, "pooling_kernel_size": 3, "max_soft_tokens": budget}
+    image = Image.open(path)
+    ref = Gemma4ImageProcessorPil(**settings)(images=[image], return_tensors="pt")
+    mine = ImageProcessor(**settings)(image)
+    assert mine.num_soft_tokens == ref["num_soft_tokens_per_image"][0]
+    assert torch.equal(mine.positions, ref["image_position_ids"][0])
     assert torch.equal(mine.pixel_values, ref["pixel_values"][0].float())
 
 
