@@ -2,9 +2,12 @@
 against bfloat16, int8 and int4, each loaded in a fresh process from the same float32 checkpoint.
 
 The checkpoint (random weights, 340 MiB in float32, mostly experts as in the real model) is
-written here. Each process reports what loading added to its RSS (after touching every weight, as
-float32 weights are the mmap'd file itself), the same after one decoder pass, its peak RSS, and
-the median time of a decoder pass over a batch of canvases. Rounds interleave the variants so machine drift hits all alike.
+written here. Each process first loads and runs the bundled Sudoku model the same way and drops it,
+so the modules a load imports and the runtime's own start-up are not counted as the model's (they
+are the same ~30 MiB for every variant: the "process overhead" line); then it reports what loading
+the checkpoint added to its RSS (after touching a byte of every page of every weight, without
+copying, as float32 weights are the mmap'd file itself), the same after one decoder pass, its peak
+RSS, and the median time of a decoder pass over a batch of canvases. Rounds interleave the variants so machine drift hits all alike.
 
     .venv/bin/python bench/quant_memory_speed.py [--rounds 3] [--batch 4]
 """
@@ -49,19 +52,27 @@ VARIANTS = {  # name -> dgemma.load arguments
     "int4": {"dtype": "float32", "quantize": "int4"},
 }
 CHILD = r"""
-import gc, json, statistics, sys, time
+import ctypes, gc, json, statistics, sys, time
 import torch, dgemma
+from dgemma.apps.sudoku.solver import bundled_model
 
 def rss(field):
     for line in open("/proc/self/status"):
         if line.startswith(field):
             return int(line.split()[1]) * 1024
+start = rss("VmRSS:")
 torch.ones(512, 512) @ torch.ones(512, 512)  # the runtime's own start-up (thread pools) is not the model's
+warm = dgemma.load(bundled_model(), **json.loads(sys.argv[2]))  # imports and first-load allocations
+warm.decoder_logits([[2, 3]], torch.zeros(1, warm.config.canvas_length, dtype=torch.long))
+del warm
+gc.collect()
+ctypes.CDLL("libc.so.6").malloc_trim(0)
 before = rss("VmRSS:")
 model = dgemma.load(sys.argv[1], **json.loads(sys.argv[2]))
 gc.collect()
 with torch.no_grad():  # every weight page resident (float32 weights are the mmap'd file itself)
-    sum(float(t.float().sum()) for t in model.model.state_dict().values())
+    for t in model.model.state_dict().values():
+        t.reshape(-1).view(torch.uint8)[::1024].sum()
 loaded = {k: rss(k + ":") for k in ("VmRSS", "RssAnon", "RssFile")}
 batch, C = int(sys.argv[3]), model.config.canvas_length
 prompt = [[2] + list(range(10, 74))] * batch
@@ -72,7 +83,8 @@ for _ in range(4):
     model.decoder_logits(prompt, canvas)
     times.append(time.perf_counter() - t)
 print(json.dumps({"loaded": loaded, "after_step": {k: rss(k + ":") for k in ("VmRSS", "RssAnon", "RssFile")},
-                  "before": before, "peak": rss("VmHWM:"), "step_s": statistics.median(times[1:])}))
+                  "start": start, "before": before, "peak": rss("VmHWM:"), "step_s": statistics.median(times[1:]),
+                  "held": sum(t.nbytes for t in model.model.state_dict().values())}))
 """
 
 
@@ -110,16 +122,21 @@ def main() -> None:
     base_rss = median(results["float32"], model_rss)
     base_step = median(results["float32"], lambda r: r["step_s"])
     print(
-        f"{'variant':9} {'weights RSS':>12} {'x f32':>6} {'after a step':>13} {'peak RSS':>9} {'step':>9} {'x f32':>6}"
+        f"{'variant':9} {'tensors':>9} {'weights RSS':>12} {'x f32':>6} {'after a step':>13} {'peak RSS':>9} "
+        f"{'step':>9} {'x f32':>6}"
     )
     for name, runs in results.items():
         rss, step = median(runs, model_rss), median(runs, lambda r: r["step_s"])
         after = median(runs, lambda r: r["after_step"]["VmRSS"] - r["before"])
         peak = median(runs, lambda r: r["peak"])
+        held = median(runs, lambda r: r["held"])
         print(
-            f"{name:9} {rss / 2**20:8.0f} MiB {rss / base_rss:6.3f} {after / 2**20:9.0f} MiB {peak / 2**20:5.0f} MiB "
-            f"{step * 1e3:6.1f} ms {step / base_step:6.2f}"
+            f"{name:9} {held / 2**20:5.0f} MiB {rss / 2**20:8.0f} MiB {rss / base_rss:6.3f} {after / 2**20:9.0f} MiB "
+            f"{peak / 2**20:5.0f} MiB {step * 1e3:6.1f} ms {step / base_step:6.2f}"
         )
+    overhead = {n: median(r, lambda x: x["before"] - x["start"]) / 2**20 for n, r in results.items()}
+    print("process overhead before the checkpoint loads (imports, runtime, a first model):", end="")
+    print(", ".join(f" {n} {v:.0f} MiB" for n, v in overhead.items()))
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ def load(
     quantize: str | None = None,
     group_size: int | None = None,
     adapter: str | Path | None = None,
+    quantize_components: tuple[str, ...] | list[str] | None = None,
 ) -> Model:
     """Load a DiffusionGemma checkpoint directory (Hugging Face layout).
 
@@ -62,12 +63,14 @@ def load(
         quantize: "int8" (per output channel) or "int4" (per `group_size` inputs, default 32)
             weight-only quantization of the experts, attention and dense MLP, applied tensor by
             tensor as the weights load (docs/quantization.md); None keeps full precision.
+        quantize_components: what `quantize` applies to, from "experts", "attention", "mlp"
+            (the default: all three) and "vision" (the vision tower's projections).
         adapter: a LoRA adapter directory in PEFT's format (adapter_config.json and
             adapter_model.safetensors, as `dgemma train --lora-rank` and `peft` write them),
             merged into the weights at load.
     """
     path = Path(path)
-    scheme = QuantScheme.parse(quantize, group_size)
+    scheme = QuantScheme.parse(quantize, group_size, quantize_components)
     if adapter is not None and scheme is not None:
         raise ValueError(
             "`adapter` with `quantize`: merge the adapter first (dgemma.load + export), then quantize"

@@ -48,6 +48,11 @@ def add_load_flags(parser: argparse.ArgumentParser, adapter: bool = True) -> Non
         help="quantize the experts, attention and dense MLP weights as they load (default: full precision)",
     )
     parser.add_argument("--group-size", type=int, default=None, help="int4: inputs per scale (default 32)")
+    parser.add_argument(
+        "--quantize-components",
+        default=None,
+        help="comma-separated: experts, attention, mlp (the default: all three), vision (the vision tower)",
+    )
 
 
 def load_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -56,8 +61,16 @@ def load_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.group_size is not None and args.quantize != "int4":
         raise ValueError("`--group-size` applies to --quantize int4")
-    QuantScheme.parse(args.quantize, args.group_size)
+    components = None
+    if args.quantize_components is not None:
+        components = tuple(c.strip() for c in args.quantize_components.split(",") if c.strip())
+    try:
+        QuantScheme.parse(args.quantize, args.group_size, components)
+    except ValueError as err:
+        raise ValueError(str(err).replace("`quantize_components`", "`--quantize-components`")) from None
     out = {"quantize": args.quantize, "group_size": args.group_size}
+    if components is not None:
+        out["quantize_components"] = components
     return out if getattr(args, "adapter", None) is None else {**out, "adapter": args.adapter}
 
 

@@ -28,7 +28,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from dgemma.quant.scheme import QuantScheme
 
     quant = load_kwargs(args)
-    scheme = QuantScheme.parse(quant["quantize"], quant["group_size"])
+    scheme = QuantScheme.parse(quant["quantize"], quant["group_size"], quant.get("quantize_components"))
     if args.model is not None:
         from pathlib import Path
 
@@ -83,6 +83,11 @@ def add_quantize_parser(sub) -> None:
     qz.add_argument("--out", required=True, help="where to write the quantized checkpoint")
     qz.add_argument("--scheme", choices=["int8", "int4"], required=True)
     qz.add_argument("--group-size", type=int, default=None, help="int4: inputs per scale (default 32)")
+    qz.add_argument(
+        "--quantize-components",
+        default=None,
+        help="comma-separated: experts, attention, mlp (default), vision",
+    )
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
@@ -91,7 +96,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
     args.quantize = args.scheme
     quant = load_kwargs(args)
-    out = quantize_checkpoint(args.model, args.out, QuantScheme.parse(quant["quantize"], quant["group_size"]))
+    scheme = QuantScheme.parse(quant["quantize"], quant["group_size"], quant.get("quantize_components"))
+    out = quantize_checkpoint(args.model, args.out, scheme)
     size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
     print(f"wrote {out} ({size / 2**20:.1f} MiB of weights, {args.scheme})")
     return 0

@@ -37,7 +37,7 @@ def memory_report(
 ) -> dict[str, Any]:
     """{components: {name: {params, bytes}}, total_params, active_params, weight_bytes,
     kv_bytes_per_token}: bytes as `dgemma.load` would hold them (float weights at `dtype`,
-    quantized data and their float32 scales as stored); `vision`: the vision tower is loaded too
+    quantized data and their scales as stored); `vision`: the vision tower is loaded too
     (it stays at `dtype`)."""
     with torch.device("meta"):
         model = DiffusionGemma(config)

@@ -42,6 +42,27 @@ def prepare(model: DiffusionGemma, scheme: QuantScheme) -> dict[str, str]:
             block.experts = QuantExperts(model.config, scheme)
             for bank in ("gate_up_proj", "down_proj"):
                 targets[f"layers.{i}.experts.{bank}"] = f"layers.{i}.experts.{bank}_"
+    if "vision" in scheme.components and model.vision_tower is not None:
+        targets |= _prepare_tower(model, scheme)
+    return targets
+
+
+def _prepare_tower(model: DiffusionGemma, scheme: QuantScheme) -> dict[str, str]:
+    """The tower's attention and MLP projections (its patch embedder and the projection into the
+    text model stay): each whose input width the group size divides."""
+    from dgemma.model.vision import ClippableLinear
+
+    targets = {}
+    for path, module in model.vision_tower.named_modules():
+        if not isinstance(module, ClippableLinear):
+            continue
+        linear = module.linear
+        try:
+            check_shape(linear.weight.shape, scheme.bits, scheme.group_size)
+        except ValueError:  # e.g. the 26B tower's MLP rows of 4304 in groups of 32: kept
+            continue
+        module.linear = QuantLinear(linear.in_features, linear.out_features, False, scheme)
+        targets[f"vision_tower.{path}.linear.weight"] = f"vision_tower.{path}.linear."
     return targets
 
 
@@ -60,5 +81,5 @@ def quantized_state(
     prefix: str, tensor: torch.Tensor, scheme: QuantScheme, device: torch.device
 ) -> dict[str, torch.Tensor]:
     """The `qweight` / `scale` entries of one checkpoint tensor."""
-    qweight, scale = quantize(tensor, scheme.bits, scheme.group_size)
+    qweight, scale = quantize(tensor, scheme.bits, scheme.group_size, scheme.scale_torch_dtype)
     return {f"{prefix}qweight": qweight.to(device), f"{prefix}scale": scale.to(device)}

@@ -24,13 +24,13 @@ class QuantLinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, bias: bool, scheme: QuantScheme):
         super().__init__()
         self.in_features, self.out_features, self.scheme = in_features, out_features, scheme
-        g = scheme.group_size
+        g, sd = scheme.group_size, scheme.scale_torch_dtype
         if scheme.bits == 8:
             self.register_buffer("qweight", torch.empty(out_features, in_features, dtype=torch.int8))
-            self.register_buffer("scale", torch.empty(out_features, 1))
+            self.register_buffer("scale", torch.empty(out_features, 1, dtype=sd))
         else:
             self.register_buffer("qweight", torch.empty(out_features, in_features // 2, dtype=torch.uint8))
-            self.register_buffer("scale", torch.empty(out_features, in_features // g, 1))
+            self.register_buffer("scale", torch.empty(out_features, in_features // g, 1, dtype=sd))
         self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
 
     def weight_as(self, dtype: torch.dtype) -> torch.Tensor:
@@ -54,10 +54,10 @@ class QuantExperts(Experts):
         for name, (rows, cols) in (("gate_up_proj", (2 * F_, H)), ("down_proj", (H, F_))):
             if scheme.bits == 8:
                 q = torch.empty(E, rows, cols, dtype=torch.int8)
-                s = torch.empty(E, rows, 1)
+                s = torch.empty(E, rows, 1, dtype=scheme.scale_torch_dtype)
             else:
                 q = torch.empty(E, rows, cols // 2, dtype=torch.uint8)
-                s = torch.empty(E, rows, cols // scheme.group_size, 1)
+                s = torch.empty(E, rows, cols // scheme.group_size, 1, dtype=scheme.scale_torch_dtype)
             self.register_buffer(f"{name}_qweight", q)
             self.register_buffer(f"{name}_scale", s)
 

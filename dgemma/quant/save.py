@@ -25,7 +25,9 @@ def quantize_checkpoint(source: str | Path, out: str | Path, scheme: QuantScheme
             f"{source} is quantized already ({config['quantization_config'].get('quant_method')})"
         )
     group = scheme.group_size if scheme.bits == 4 else None
-    model = dgemma.load(source, dtype="float32", quantize=scheme.name, group_size=group)
+    model = dgemma.load(
+        source, dtype="float32", quantize=scheme.name, group_size=group, quantize_components=scheme.components
+    )
     config["quantization_config"] = scheme.to_config()
     return export(
         model.model,
