@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dgemma.config import ModelConfig, SamplerConfig  # noqa: E402
 from dgemma.model.init import init_model  # noqa: E402
 from dgemma.train.export import export  # noqa: E402
+from tests.quant_files import write_gguf  # noqa: E402
 
 TEXT = dict(
     model_type="diffusion_gemma_text",
@@ -45,12 +46,15 @@ TEXT = dict(
     moe_intermediate_size=512,
     sliding_window=128,
 )
-VARIANTS = {  # name -> dgemma.load arguments
-    "float32": {"dtype": "float32"},
-    "bfloat16": {"dtype": "bfloat16"},
-    "int8": {"dtype": "float32", "quantize": "int8"},
-    "int4": {"dtype": "float32", "quantize": "int4"},
+VARIANTS = {  # name -> (which checkpoint, dgemma.load arguments)
+    "float32": ("float32", {"dtype": "float32"}),
+    "bfloat16": ("float32", {"dtype": "bfloat16"}),
+    "int8": ("float32", {"dtype": "float32", "quantize": "int8"}),
+    "int4": ("float32", {"dtype": "float32", "quantize": "int4"}),
+    "gguf Q8_0": ("Q8_0", {"dtype": "float32"}),  # the same weights written as GGUF files, read packed
+    "gguf Q4_0": ("Q4_0", {"dtype": "float32"}),
 }
+GGUF_TYPES = {"Q8_0": 8, "Q4_0": 2}
 CHILD = r"""
 import ctypes, gc, json, statistics, sys, time
 import torch, dgemma
@@ -62,6 +66,8 @@ def rss(field):
             return int(line.split()[1]) * 1024
 start = rss("VmRSS:")
 torch.ones(512, 512) @ torch.ones(512, 512)  # the runtime's own start-up (thread pools) is not the model's
+if sys.argv[4] == "gguf":  # the reader's modules
+    import dgemma.quant.gguf_file, gguf  # noqa: E401
 warm = dgemma.load(bundled_model(), **json.loads(sys.argv[2]))  # imports and first-load allocations
 warm.decoder_logits([[2, 3]], torch.zeros(1, warm.config.canvas_length, dtype=torch.long))
 del warm
@@ -99,14 +105,27 @@ def main() -> None:
         )
         directory = export(init_model(config, seed=0), Path(tmp) / "model", SamplerConfig())
         size = (directory / "model.safetensors").stat().st_size
+        paths = {"float32": directory}
+        for label, qtype in GGUF_TYPES.items():
+            pick = lambda name, shape, q=qtype: q if shape[-1] % 32 == 0 else None  # noqa: E731
+            paths[label] = write_gguf(directory, Path(tmp) / label, pick)[0]
         print(
             f"checkpoint: {size / 2**20:.0f} MiB float32; {platform.processor() or platform.machine()}, torch threads as set"
         )
         results: dict[str, list[dict]] = {name: [] for name in VARIANTS}
         for _ in range(args.rounds):
-            for name, kwargs in VARIANTS.items():
+            for name, (source, kwargs) in VARIANTS.items():
+                kind = "gguf" if source in GGUF_TYPES else "safetensors"
                 out = subprocess.run(
-                    [sys.executable, "-c", CHILD, str(directory), json.dumps(kwargs), str(args.batch)],
+                    [
+                        sys.executable,
+                        "-c",
+                        CHILD,
+                        str(paths[source]),
+                        json.dumps(kwargs),
+                        str(args.batch),
+                        kind,
+                    ],
                     capture_output=True,
                     text=True,
                     check=True,
