@@ -30,7 +30,7 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (scripts/setup installs Debian's package)"),
 ]
-SOLVED = "000060927300010800096070013420580071600000000037946080000401390014000002083000004"  # by seed 0
+SOLVED = "700092600600400097040100320070000260000728003289000700810030070030901502090204000"  # by seed 0
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +66,9 @@ def test_sudoku_board_fills_live_and_ends_valid(browser):
         steps = page.evaluate("window.dgemma.usage.denoising_steps")
         assert page.evaluate("window.dgemma.drafts") >= steps >= 1  # a redraw per denoising step
         assert len(page.query_selector_all("#board .cell")) == 81
+        # the givens are clamped in the canvas (POST /v1/sudoku, as `dgemma sudoku solve` does)
+        givens = sum(c != "0" for c in SOLVED)
+        assert len(page.query_selector_all("#canvas .tok.clamped")) >= givens
         _screenshot(page, "playground_sudoku.png")
 
 

@@ -222,7 +222,7 @@ def test_corrupt_or_foreign_quantized_checkpoints_are_clear_errors(checkpoint, t
 
 
 def test_the_vision_tower_quantizes_when_named(tmp_path):
-    """"vision" in the components quantizes the tower's projections (and only then); the image's
+    """The component "vision" quantizes the tower's projections (and only then); the image's
     effect on the logits stays within the stated bound of the tower at full precision."""
     import numpy as np
     from PIL import Image

@@ -1,6 +1,7 @@
 """The HTTP application: OpenAI-compatible routes over one engine worker.
 
     POST /v1/chat/completions, POST /v1/completions   (stream or not; drafts with include_drafts)
+    POST /v1/sudoku                                    (a puzzle solved with its givens clamped)
     GET  /v1/models, /v1/models/{id}, /health, /metrics
 
 Every refusal is an OpenAI-style error body with a 4xx status; a request that cannot be served in
@@ -34,6 +35,7 @@ from dgemma.server.fields import ApiError, check_text
 from dgemma.server.protocol import Job, parse_chat, parse_completion
 from dgemma.server.responses import echo_response
 from dgemma.server.runs import Disconnected, Run
+from dgemma.server.sudoku import parse_sudoku
 from dgemma.server.tokenize import detokenize, tokenize, tokenizer_info
 from dgemma.server.worker import EngineWorker
 
@@ -81,6 +83,7 @@ class DgemmaServer:
         routes = [
             Route("/v1/chat/completions", self._endpoint(parse_chat), methods=["POST"]),
             Route("/v1/completions", self._endpoint(parse_completion), methods=["POST"]),
+            Route("/v1/sudoku", self._endpoint(parse_sudoku), methods=["POST"]),
             Route("/v1/models", self.models, methods=["GET"]),
             Route("/v1/models/{model_id:path}", self.model_info, methods=["GET"]),
             Route("/tokenizer_info", self.tokenizer_info, methods=["GET"]),

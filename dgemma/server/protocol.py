@@ -96,6 +96,7 @@ class Job:
     reasoning: ReasoningFormat | None = None  # chat: split the reasoning block off each answer
     reasoning_inside: bool = False  # the prompt leaves a reasoning block open for the model
     infill: Any = None  # completions with `suffix`: the InfillPlan whose gap requests these are
+    sudoku: str | None = None  # /v1/sudoku: the puzzle (81 characters) the one request solves
     mode: Mode = Mode.DIFFUSION  # `mode: "ar"`: next-token decoding, run beside the diffusion engine
 
     @property

@@ -25,6 +25,7 @@ from dgemma.server.infill import infill_response
 from dgemma.server.metrics import ServerMetrics
 from dgemma.server.protocol import Job, JobKind
 from dgemma.server.responses import ChunkWriter, full_response
+from dgemma.server.sudoku import sudoku_response
 from dgemma.server.worker import EngineWorker, QueueFull, ShuttingDown
 from dgemma.text import TextCodec
 
@@ -228,6 +229,8 @@ class Run:
         if self.job.infill is not None:
             length = self.worker.model.config.canvas_length
             return infill_response(self.job, self.rid, int(time.time()), self.choices, self.codec, length)
+        if self.job.sudoku is not None:
+            return sudoku_response(self.job, self.rid, int(time.time()), self.choices, self.codec)
         return full_response(
             self.job, self.rid, int(time.time()), self.choices, self.codec, self.prompt_logprobs
         )
@@ -248,6 +251,8 @@ class Run:
                     yield _event(writer.content(i, payload, choice.finish_reason, choice.tool_calls))
             if self.job.include_usage:
                 yield _event(writer.usage(self.choices))
+            if self.job.sudoku is not None:
+                yield _event(sudoku_response(self.job, self.rid, int(time.time()), self.choices, self.codec))
         except ApiError as err:
             yield _event(err.body())
         except Disconnected:

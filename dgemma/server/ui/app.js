@@ -110,23 +110,11 @@ function drawStats(usage, seconds, firstCanvas) {
 
 // ---- streaming one chat request
 
-async function streamChat(messages, extra, onText, onDraft, ar = false) {
-  const body = {
-    model: state.model,
-    messages,
-    stream: true,
-    stream_options: ar ? { include_usage: true } : { include_usage: true, include_drafts: true },
-    ...(ar ? { mode: "ar", ...sampler(AR_FIELDS) } : sampler()),
-    ...extra,
-  };
-  const started = performance.now();
-  let firstCanvas = null;
-  const response = await fetch("v1/chat/completions", { method: "POST", headers: headers(), body: JSON.stringify(body) });
-  if (!response.ok) throw new Error(await errorText(response));
+// the JSON payloads of a server-sent-event response, one call each, up to [DONE]; an error event throws
+async function readEvents(response, onEvent) {
   const reader = response.body.getReader();
   const decoder = new TextDecoder();
   let buffer = "";
-  let usage = null;
   for (;;) {
     const { value, done } = await reader.read();
     if (done) break;
@@ -140,17 +128,36 @@ async function streamChat(messages, extra, onText, onDraft, ar = false) {
       if (data === "[DONE]") continue;
       const chunk = JSON.parse(data);
       if (chunk.error) throw new Error(chunk.error.message);
-      if (chunk.usage) usage = chunk.usage;
-      for (const choice of chunk.choices || []) {
-        if (choice.draft && onDraft) onDraft(choice.draft);
-        const delta = choice.delta || {};
-        if (delta.content || delta.reasoning_content) {
-          if (firstCanvas === null) firstCanvas = (performance.now() - started) / 1000;
-          onText(delta.content || "", delta.reasoning_content || "");
-        }
-      }
+      onEvent(chunk);
     }
   }
+}
+
+async function streamChat(messages, extra, onText, onDraft, ar = false) {
+  const body = {
+    model: state.model,
+    messages,
+    stream: true,
+    stream_options: ar ? { include_usage: true } : { include_usage: true, include_drafts: true },
+    ...(ar ? { mode: "ar", ...sampler(AR_FIELDS) } : sampler()),
+    ...extra,
+  };
+  const started = performance.now();
+  let firstCanvas = null;
+  const response = await fetch("v1/chat/completions", { method: "POST", headers: headers(), body: JSON.stringify(body) });
+  if (!response.ok) throw new Error(await errorText(response));
+  let usage = null;
+  await readEvents(response, (chunk) => {
+    if (chunk.usage) usage = chunk.usage;
+    for (const choice of chunk.choices || []) {
+      if (choice.draft && onDraft) onDraft(choice.draft);
+      const delta = choice.delta || {};
+      if (delta.content || delta.reasoning_content) {
+        if (firstCanvas === null) firstCanvas = (performance.now() - started) / 1000;
+        onText(delta.content || "", delta.reasoning_content || "");
+      }
+    }
+  });
   const seconds = (performance.now() - started) / 1000;
   if (usage) drawStats(usage, seconds, firstCanvas);
   window.dgemma.usage = usage;
@@ -242,40 +249,44 @@ function drawBoard(puzzle, grid, previous) {
   );
 }
 
-function validGrid(grid) {
-  if (!/^[1-9]{81}$/.test(grid)) return false;
-  const units = [];
-  for (let k = 0; k < 9; k++) {
-    units.push([...Array(9)].map((_, j) => 9 * k + j)); // rows
-    units.push([...Array(9)].map((_, j) => 9 * j + k)); // columns
-    const r = 3 * Math.floor(k / 3), c = 3 * (k % 3);
-    units.push([...Array(9)].map((_, j) => 9 * (r + Math.floor(j / 3)) + c + (j % 3))); // boxes
-  }
-  return units.every((u) => new Set(u.map((i) => grid[i])).size === 9);
-}
-
+// POST /v1/sudoku: the givens clamped in the canvas (as `dgemma sudoku solve` does); the server
+// says whether the grid is a solution
 async function solveSudoku(event) {
   event.preventDefault();
   if (state.busy) return;
   const puzzle = cellsOf($("puzzle").value);
-  let answer = "";
   let shown = null;
   drawBoard(puzzle, "", null);
   $("verdict").textContent = "";
   await run(async () => {
-    await streamChat([{ role: "user", content: puzzle }], {}, (content) => { answer += content; }, (draft) => {
-      drawCanvas(draft);
-      const grid = cellsOf(draft.text).slice(0, 81);
-      drawBoard(puzzle, grid, shown);
-      shown = grid;
+    const started = performance.now();
+    let firstCanvas = null;
+    const body = { model: state.model, puzzle, stream: true, include_drafts: true, ...sampler(["seed"]) };
+    const response = await fetch("v1/sudoku", { method: "POST", headers: headers(), body: JSON.stringify(body) });
+    if (!response.ok) throw new Error(await errorText(response));
+    let result = null;
+    await readEvents(response, (chunk) => {
+      if (chunk.object === "sudoku.solution") {
+        result = chunk;
+        return;
+      }
+      for (const choice of chunk.choices || []) {
+        if (choice.text && firstCanvas === null) firstCanvas = (performance.now() - started) / 1000;
+        if (!choice.draft) continue;
+        drawCanvas(choice.draft);
+        const grid = cellsOf(choice.draft.text).slice(0, 81);
+        drawBoard(puzzle, grid, shown);
+        shown = grid;
+      }
     });
-    const grid = cellsOf(answer).slice(0, 81);
-    drawBoard(puzzle, grid, null);
-    const keeps = [...puzzle].every((ch, i) => ch === "0" || ch === grid[i]);
-    const ok = validGrid(grid) && keeps;
-    $("verdict").className = ok ? "ok" : "bad";
-    $("verdict").textContent = ok ? "solved: a valid grid" : "not a valid solution";
-    $("board").dataset.valid = String(ok);
+    if (!result) throw new Error("the server sent no solution");
+    drawBoard(puzzle, result.grid, null);
+    $("verdict").className = result.solved ? "ok" : "bad";
+    $("verdict").textContent = result.solved ? "solved: a valid grid" : "not a valid solution";
+    $("board").dataset.valid = String(result.solved);
+    drawStats(result.usage, (performance.now() - started) / 1000, firstCanvas);
+    window.dgemma.usage = result.usage;
+    window.dgemma.done += 1;
   });
 }
 
