@@ -126,7 +126,14 @@ class Event(BaseModel):
     item: Pet | Shape  # a plain union of models
 
 
+class Segment(BaseModel):
+    ends: tuple[int, int]  # a fixed-length tuple: prefixItems
+    label: tuple[str, bool]
+    weights: tuple[float, ...] = ()  # a variable-length tuple: items
+
+
 MODELS = [
+    Segment,
     User,
     Order,
     Flags,

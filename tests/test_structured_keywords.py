@@ -45,6 +45,23 @@ CASES = {
         "required": ["a", "b"],
     },
     "uniqueItems": {"type": "array", "items": {"enum": [1, 2, 3]}, "uniqueItems": True},
+    "prefixItems (a tuple)": {
+        "type": "array",
+        "prefixItems": [{"type": "integer", "minimum": 5}, {"enum": ["a", "b"]}],
+        "items": False,
+    },
+    "prefixItems then items to reach minItems": {
+        "type": "array",
+        "prefixItems": [{"type": "boolean"}],
+        "items": {"type": "integer", "maximum": 3},
+        "minItems": 3,
+    },
+    "draft 4 tuple items and additionalItems": {
+        "$schema": "http://json-schema.org/draft-04/schema#",
+        "type": "array",
+        "items": [{"type": "string", "maxLength": 3}, {"type": "null"}],
+        "additionalItems": False,
+    },
     "oneOf told apart by required keys": {
         "oneOf": [
             {**OBJ, "properties": {"using": {"const": "node"}, "main": S}, "required": ["using", "main"]},

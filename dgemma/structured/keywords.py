@@ -53,7 +53,7 @@ TYPE_KEYWORDS["integer"] = TYPE_KEYWORDS["number"]
 # keywords the layout honours, by type (schema.py; anything else is refused, naming it)
 SUPPORTED = {
     "object": {"type"} | TYPE_KEYWORDS["object"] - {"propertyNames"},
-    "array": {"type", "items", "minItems", "maxItems", "uniqueItems"},
+    "array": {"type", "items", "prefixItems", "minItems", "maxItems", "uniqueItems"},
     "string": {"type"} | TYPE_KEYWORDS["string"],
     "integer": {"type"} | TYPE_KEYWORDS["integer"],
     "number": {"type"} | TYPE_KEYWORDS["number"] - {"multipleOf"},

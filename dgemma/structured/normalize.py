@@ -138,9 +138,14 @@ def _walk(node: Any, ctx: _Context, path: str, stack: tuple[str, ...]) -> Any:
             patterns.compiled(pattern)
         except ValueError as err:
             raise ValueError(f"json_schema at {path}.patternProperties: {err}") from None
+    node = _tuple_form(node)
     out = dict(node)
     if isinstance(node.get("properties"), dict):
         out["properties"] = _properties(node, ctx, path, stack)
+    if isinstance(node.get("prefixItems"), list):  # a tuple: each position its own schema
+        out["prefixItems"] = [
+            _walk(sub, ctx, f"{path}[{i}]", stack) for i, sub in enumerate(node["prefixItems"])
+        ]
     if isinstance(node.get("items"), dict):
         ref = node["items"].get("$ref")
         if isinstance(ref, str) and ref in stack:  # a recursive list: short below the first level
@@ -166,6 +171,19 @@ def _walk(node: Any, ctx: _Context, path: str, stack: tuple[str, ...]) -> Any:
             }
         if isinstance(node.get("additionalProperties"), dict):
             out["additionalProperties"] = _walk(node["additionalProperties"], ctx, f"{path}.*", stack)
+    return out
+
+
+def _tuple_form(node: dict) -> dict:
+    """Drafts 4-2019's tuple arrays (`items` a list, `additionalItems` for the rest) in 2020-12's
+    spelling (`prefixItems`, and `items` for the rest: a schema, or false for none)."""
+    if not isinstance(node.get("items"), list):
+        return {k: v for k, v in node.items() if k != "additionalItems"}
+    out = {k: v for k, v in node.items() if k not in ("items", "additionalItems")}
+    out["prefixItems"] = node["items"]
+    rest = node.get("additionalItems", True)
+    if rest is not True:
+        out["items"] = rest
     return out
 
 

@@ -293,7 +293,14 @@ def _check_dependencies(schema: dict, keys: list[str], required: list[str], path
 
 
 def _array(schema: dict, path: str, out: Layout, depth: int) -> None:
-    if "items" not in schema:
+    """Items laid out in order: `prefixItems` (a tuple) first, each position its own schema, then
+    `items` for any further item (false: none). Without a maximum, DEFAULT_ITEMS items (or the
+    tuple's length); `minItems` raises the count."""
+    prefix = schema.get("prefixItems", [])
+    rest = schema.get("items", {} if not prefix else None)  # a tuple without `items` writes no more
+    if not isinstance(prefix, list) or not all(isinstance(p, dict) for p in prefix):
+        raise ValueError(f"json_schema at {path}: `prefixItems` must be a list of schemas")
+    if not prefix and "items" not in schema:
         raise ValueError(f"json_schema at {path}: an array needs `items`")
     lo, hi = bounds(schema, path, "minItems", "maxItems", integer=True)
     lo = lo or 0
@@ -301,7 +308,14 @@ def _array(schema: dict, path: str, out: Layout, depth: int) -> None:
         raise ValueError(f"json_schema at {path}: `minItems` must be >= 0")
     if lo > MAX_ITEMS:
         raise ValueError(f"json_schema at {path}: `minItems` is {lo}; at most {MAX_ITEMS} items are laid out")
-    n = max(lo, min(DEFAULT_ITEMS if hi is None else hi, DEFAULT_ITEMS))
+    wanted = len(prefix) if prefix or rest is False else DEFAULT_ITEMS
+    n = max(lo, min(wanted if hi is None else hi, wanted))
+    if n > len(prefix) and not isinstance(rest, dict):
+        raise ValueError(
+            f"json_schema at {path}: `minItems` {lo} needs items past `prefixItems`, and `items` allows none"
+        )
+    if n > MAX_ITEMS:
+        raise ValueError(f"json_schema at {path}: `prefixItems` lays out {n} items; at most {MAX_ITEMS}")
     if schema.get("uniqueItems") not in (None, False, True):
         raise ValueError(f"json_schema at {path}: `uniqueItems` must be a boolean")
     if schema.get("uniqueItems"):
@@ -314,7 +328,7 @@ def _array(schema: dict, path: str, out: Layout, depth: int) -> None:
     for i in range(n):
         if i:
             out.text(", ")
-        _compile(schema["items"], f"{path}[{i}]", out, depth + 1)
+        _compile(prefix[i] if i < len(prefix) else rest, f"{path}[{i}]", out, depth + 1)
     out.text("]")
 
 

@@ -31,6 +31,8 @@ def is_type(value: Any, kind: str) -> bool:
 
 def validate(value: Any, schema: dict, path: str = "$") -> list[str]:
     """Problems of `value` against a supported (normalized) schema (empty: valid)."""
+    if schema is True or schema is False:  # boolean schemas: anything, or nothing
+        return [] if schema else [f"{path}: no value is allowed here"]
     if "const" in schema:
         return [] if _same(value, schema["const"]) else [f"{path}: must equal {schema['const']!r}"]
     if "enum" in schema:
@@ -49,8 +51,13 @@ def validate(value: Any, schema: dict, path: str = "$") -> list[str]:
             problems.append(f"{path}: {len(value)} items outside the bounds")
         if schema.get("uniqueItems") and len({json.dumps(v, sort_keys=True) for v in value}) < len(value):
             problems.append(f"{path}: items repeat")
+        prefix, rest = schema.get("prefixItems", []), schema.get("items", {})
         for i, v in enumerate(value):
-            problems += validate(v, schema["items"], f"{path}[{i}]")
+            item = prefix[i] if i < len(prefix) else rest
+            if item is False:
+                problems.append(f"{path}[{i}]: no item is allowed here")
+            elif isinstance(item, dict):
+                problems += validate(v, item, f"{path}[{i}]")
     elif kind == "string":
         if not schema.get("minLength", 0) <= len(value) <= schema.get("maxLength", math.inf):
             problems.append(f"{path}: length {len(value)} outside the bounds")
