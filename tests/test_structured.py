@@ -154,7 +154,8 @@ def test_retries_are_counted(conditioned):
         ({"type": "object", "additionalProperties": 3}, "additionalProperties"),
         ({"type": "array"}, "items"),
         ({"type": "integer", "minimum": 5, "maximum": 1}, "minimum"),
-        ({"type": "number", "multipleOf": 2}, "multipleOf"),
+        ({"type": "number", "multipleOf": 1e-9}, "multipleOf"),  # finer than a number slot writes
+        ({"type": "number", "multipleOf": 0.7, "minimum": 0.1, "maximum": 0.6}, "no multiple"),
         ({"type": "integer", "multipleOf": 0.5}, "multipleOf"),
         ({"type": "integer", "minimum": 1, "maximum": 3, "multipleOf": 5}, "no integer"),
         ({"type": "number", "exclusiveMinimum": 1, "maximum": 1}, "no number"),

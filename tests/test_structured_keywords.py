@@ -45,6 +45,16 @@ CASES = {
         "required": ["a", "b"],
     },
     "uniqueItems": {"type": "array", "items": {"enum": [1, 2, 3]}, "uniqueItems": True},
+    "number multipleOf": {
+        "type": "object",
+        "properties": {
+            "tenth": {"type": "number", "multipleOf": 0.1, "minimum": 0.25, "maximum": 3},
+            "quarter": {"type": "number", "multipleOf": 0.25},
+            "five": {"type": "number", "multipleOf": 5, "exclusiveMinimum": 0},
+            "cents": {"type": "number", "multipleOf": 0.01, "minimum": 0, "maximum": 100},
+        },
+        "required": ["tenth", "quarter", "five", "cents"],
+    },
     "prefixItems (a tuple)": {
         "type": "array",
         "prefixItems": [{"type": "integer", "minimum": 5}, {"enum": ["a", "b"]}],

@@ -53,14 +53,47 @@ def number_bounds(schema: dict, path: str, kind: str) -> dict:
         ):
             raise ValueError(f"json_schema at {path}: no integer satisfies the bounds")
         return out
+    step = out.get("multipleOf")
+    if step is not None:
+        if (
+            isinstance(step, bool)
+            or not isinstance(step, int | float)
+            or not finite(step, MAX_ABS_NUMBER)
+            or step <= 0
+        ):
+            raise ValueError(f"json_schema at {path}: `multipleOf` must be a positive number, got {step!r}")
+        if step < MIN_STEP:
+            raise ValueError(f"json_schema at {path}: `multipleOf` {step!r} is below {MIN_STEP}")
     low = max([v for v in (lo, xlo) if v is not None], default=None)
     high = min([v for v in (hi, xhi) if v is not None], default=None)
+    if step is not None and low is not None and high is not None and not multiples(out, low, high, step, 1):
+        raise ValueError(f"json_schema at {path}: no multiple of {step} satisfies the bounds")
     if (
         low is not None
         and high is not None
         and (low > high or (low == high and (xlo is not None or xhi is not None)))
     ):
         raise ValueError(f"json_schema at {path}: no number satisfies the bounds")
+    return out
+
+
+MIN_STEP = 1e-6  # smaller steps write more digits than a number slot holds
+
+
+def multiples(schema: dict, near_low: float, near_high: float, step: float, count: int) -> list[float]:
+    """Up to `count` values between the two ends that `schema`'s bounds and `multipleOf` accept (as
+    the jsonschema package checks them): whole multiples k * step, written to the step's decimals."""
+    from dgemma.structured.validate import number_ok
+
+    decimals = max(0, -math.floor(math.log10(step))) + 2
+    first, last = math.ceil(near_low / step), math.floor(near_high / step)
+    out = []
+    for k in range(first, min(last, first + 50 * count) + 1):
+        for v in (k * step, round(k * step, decimals)):
+            if number_ok(v, schema) and v not in out:
+                out.append(v)
+        if len(out) >= count:
+            break
     return out
 
 

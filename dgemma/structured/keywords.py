@@ -56,7 +56,7 @@ SUPPORTED = {
     "array": {"type", "items", "prefixItems", "minItems", "maxItems", "uniqueItems"},
     "string": {"type"} | TYPE_KEYWORDS["string"],
     "integer": {"type"} | TYPE_KEYWORDS["integer"],
-    "number": {"type"} | TYPE_KEYWORDS["number"] - {"multipleOf"},
+    "number": {"type"} | TYPE_KEYWORDS["number"],
     "boolean": {"type"},
     "null": {"type"},
 }

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from dgemma.structured import patterns
+from dgemma.structured.bounds import multiples
 from dgemma.structured.schema import Slot, SlotKind
 from dgemma.structured.validate import number_ok
 from dgemma.text import TextCodec
@@ -119,8 +120,10 @@ class SlotPlan:
             near.append((lo + hi) / 2)
         near.append(0)
         step = schema.get("multipleOf")
-        if step:
+        if step and integer:
             near = [m for v in near for m in (math.floor(v / step) * step, math.ceil(v / step) * step)]
+        elif step:  # the accepted multiples around each value (0.7 is no multiple of 0.1 for jsonschema)
+            near = [m for v in near for m in multiples(schema, v - 20 * step, v + 20 * step, step, 4)]
         texts = []
         for v in sorted(dict.fromkeys(near), key=lambda v: abs(v - wrote)):
             if integer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from fractions import Fraction
 from typing import Any
 
 from dgemma.structured import patterns
@@ -84,7 +85,20 @@ def number_ok(value: float, schema: dict) -> bool:
     if isinstance(xhi, int | float) and not isinstance(xhi, bool) and not value < xhi:
         return False
     step = schema.get("multipleOf")
-    return step is None or (value == int(value) and int(value) % int(step) == 0)
+    return step is None or is_multiple(value, step)
+
+
+def is_multiple(value: float, step: float) -> bool:
+    """`multipleOf` exactly as the `jsonschema` package decides it: for a float step, the float
+    quotient must be a whole number (so 0.3 is not a multiple of 0.1: 0.3 / 0.1 = 2.9999999999999996),
+    exactly in fractions if it overflows; for a whole-number step, no remainder."""
+    if isinstance(step, float):
+        quotient = value / step
+        try:
+            return int(quotient) == quotient
+        except OverflowError:
+            return (Fraction(value) / Fraction(step)).denominator == 1
+    return not value % step
 
 
 def _validate_object(value: dict, schema: dict, path: str) -> list[str]:
