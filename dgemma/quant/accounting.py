@@ -77,18 +77,16 @@ def gguf_report(path, config: ModelConfig, dtype: torch.dtype) -> dict[str, Any]
     from gguf import GGUFReader
 
     from dgemma.quant import ggml
-    from dgemma.quant.gguf_file import _BLOCK, _GLOBAL, _LAYER
+    from dgemma.quant.gguf_file import our_name
 
     report = memory_report(config, None, dtype)
     counts = {c: 0 for c in COMPONENTS}
     sizes = {c: 0 for c in COMPONENTS}
     types: dict[str, int] = {}
     for t in GGUFReader(str(path)).tensors:
-        m = _BLOCK.match(t.name)
-        ours = _GLOBAL.get(t.name) if m is None else _LAYER.get(m.group(2))
-        if ours is None:
+        name = our_name(t.name)
+        if name is None:
             continue
-        name = ours if m is None else f"layers.{m.group(1)}.{ours}"
         part, n = component(name), int(t.n_elements)
         counts[part] += n
         packed = int(t.tensor_type) not in (0, 1, 30) and part in (

@@ -60,6 +60,14 @@ _BLOCK = re.compile(r"^blk\.(\d+)\.(.+)$")
 _ENCODER_SCALAR = ("enc_layer_output_scale.weight", "enc_layer_output_scale")
 
 
+def our_name(name: str) -> str | None:
+    """Our state-dict name of a GGUF weight (None: one without a plain counterpart)."""
+    if name in _GLOBAL:
+        return _GLOBAL[name]
+    m = _BLOCK.match(name)
+    return f"layers.{m.group(1)}.{_LAYER[m.group(2)]}" if m and m.group(2) in _LAYER else None
+
+
 def gguf_file(path: Path) -> Path | None:
     """The GGUF file `path` names (a .gguf file, or a directory holding exactly one and no
     safetensors weights); None when the weights are not GGUF."""
@@ -100,8 +108,9 @@ def read_gguf(path: Path, num_layers: int) -> tuple[dict, dict[int, torch.Tensor
             value = _tensor(t)
         except ValueError as err:
             raise CheckpointError(f"{path}: tensor {t.name}: {err}") from None
-        if t.name in _GLOBAL:
-            found[_GLOBAL[t.name]] = value
+        ours = our_name(t.name)
+        if ours is not None:
+            found[ours] = value
             continue
         m = _BLOCK.match(t.name)
         if m is None:
@@ -114,8 +123,6 @@ def read_gguf(path: Path, num_layers: int) -> tuple[dict, dict[int, torch.Tensor
                 scalars[layer] = _plain(value).reshape(1)
         elif rest in ("ffn_gate_exps.weight", "ffn_up_exps.weight"):  # older files: the bank in two
             split[(layer, rest)] = value
-        elif rest in _LAYER:
-            found[f"layers.{layer}.{_LAYER[rest]}"] = value
         else:
             unexpected.append(t.name)
     for (layer, rest), gate in list(split.items()):
