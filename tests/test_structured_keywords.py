@@ -137,6 +137,28 @@ CASES = {
         "required": ["x"],
     },
     "typeless object keywords": {"properties": {"a": {"type": "boolean"}}, "required": ["a"]},
+    "contains": {"type": "array", "items": {"type": "integer", "maximum": 99}, "contains": {"const": 7}},
+    "minContains and maxContains": {
+        "type": "array",
+        "items": {"type": "string", "maxLength": 8},
+        "contains": {"const": "version"},
+        "minContains": 2,
+        "maxContains": 3,
+    },
+    "contains without items": {"type": "array", "contains": {"type": "boolean"}, "maxItems": 2},
+    "contains inside if": {  # validate-pyproject's shape: `dynamic` must hold "version" when asked
+        **OBJ,
+        "properties": {"dynamic": {"type": "array", "items": {"enum": ["version", "readme"]}}},
+        "required": ["dynamic"],
+        "if": {"properties": {"dynamic": {"contains": {"const": "version"}}}},
+        "then": {"properties": {"dynamic": {"minItems": 1}}},
+    },
+    "propertyNames": {
+        **OBJ,
+        "properties": {"Ab": {"type": "integer"}, "cd": {"type": "integer"}},
+        "propertyNames": {"pattern": "^[a-z]+$"},
+    },
+    "propertyNames and minProperties": {**OBJ, "minProperties": 2, "propertyNames": {"maxLength": 4}},
     "allOf with refs and nested combinators": {
         "$defs": {
             "base": {**OBJ, "properties": {"id": {"type": "integer", "minimum": 1}}, "required": ["id"]}
@@ -177,6 +199,14 @@ def test_what_the_layouts_write():
     layout = compile_schema({**OBJ, "properties": {"deep": {"not": {}}}})  # optional and impossible
     assert layout.parts == ["{}"] and layout.omitted and layout.omitted[0].startswith("$.deep")
     assert "runs-on" in "".join(keys(CASES["patternProperties and minProperties"]))
+    assert '"Ab"' not in "".join(keys(CASES["propertyNames"]))  # optional, and its name fails
+    assert "".join(keys(CASES["minContains and maxContains"])).count('"version"') >= 2
+    with pytest.raises(ValueError, match=r"\$\.propertyNames: required key 'Ab'"):
+        compile_schema({**CASES["propertyNames"], "required": ["Ab"]})
+    with pytest.raises(ValueError, match="maxContains"):
+        compile_schema({"type": "array", "items": S, "contains": S, "minContains": 3, "maxContains": 2})
+    with pytest.raises(ValueError, match="contains"):
+        compile_schema({"type": "array", "prefixItems": [S], "contains": S})
 
 
 def test_pattern_examples_match_and_byte_fragments_are_never_valid(model):

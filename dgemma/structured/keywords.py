@@ -45,14 +45,24 @@ TYPE_KEYWORDS = {
         "dependentSchemas",
         "unevaluatedProperties",
     },
-    "array": {"items", "prefixItems", "minItems", "maxItems", "uniqueItems", "contains", "additionalItems"},
+    "array": {
+        "items",
+        "prefixItems",
+        "minItems",
+        "maxItems",
+        "uniqueItems",
+        "contains",
+        "minContains",
+        "maxContains",
+        "additionalItems",
+    },
     "string": {"minLength", "maxLength", "pattern", "format"},
     "number": {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"},
 }
 TYPE_KEYWORDS["integer"] = TYPE_KEYWORDS["number"]
 # keywords the layout honours, by type (schema.py; anything else is refused, naming it)
 SUPPORTED = {
-    "object": {"type"} | TYPE_KEYWORDS["object"] - {"propertyNames"},
+    "object": {"type"} | TYPE_KEYWORDS["object"],
     "array": {"type", "items", "prefixItems", "minItems", "maxItems", "uniqueItems"},
     "string": {"type"} | TYPE_KEYWORDS["string"],
     "integer": {"type"} | TYPE_KEYWORDS["integer"],

@@ -113,7 +113,10 @@ def _validate_object(value: dict, schema: dict, path: str) -> list[str]:
             needs = [needs] if isinstance(needs, str) else needs
             if key in value and isinstance(needs, list):
                 problems += [f"{path}: {key!r} needs {n!r}" for n in needs if n not in value]
+    names = schema.get("propertyNames", True)
     for k, v in value.items():
+        if names is False or (isinstance(names, dict) and validate(k, names)):
+            problems.append(f"{path}: key {k!r} fails propertyNames")
         matched = [p for p in keyed if patterns.matches(p, k)]
         if k in props:
             problems += validate(v, props[k], f"{path}.{k}")
