@@ -202,6 +202,10 @@ class Model(LogitsMethods):
             json_rounds: generation rounds at most for a schema (invalid slots are renoised between
                 rounds; after the last, they are set to the nearest valid value). Default 3.
             max_string_tokens: token positions of a string value without a smaller `maxLength`.
+            json_candidates: with `json_schema`, layouts the model chooses among where the schema
+                leaves a choice (a branch, an optional key, an array length): all run the first
+                round as one batch and the one whose literal text the model agrees with most is
+                kept (docs/structured.md). Default 4; 1 lays out by the rules alone.
             logprobs: report each generated token's log-probability and this many most likely
                 alternatives (`out.logprobs[i][t].logprob`, `.top`): diffusion, under the last
                 denoising step of its canvas (the distribution its argmax was read from,
@@ -281,6 +285,7 @@ class Model(LogitsMethods):
         max_string_tokens: int | None = None,
         raw: bool = False,
         max_new_tokens: int | None = None,
+        json_candidates: int | None = None,
         seed: int | Sequence[int] | None = 0,
         temperature: float | None = None,
         eos_token_ids: Sequence[int] | None = None,
@@ -288,7 +293,7 @@ class Model(LogitsMethods):
         **sampler_overrides: Any,
     ) -> list[JsonJob]:
         """One structured-output job per prompt (`max_new_tokens` caps the schema's layout)."""
-        plan = self.builder.json_plan(json_schema, max_string_tokens)
+        plan = self.builder.json_plan(json_schema, max_string_tokens, candidates=json_candidates)
         return self.builder.json_jobs(
             self.tokenize(prompts, raw, chat_template_kwargs=chat_template_kwargs),
             plan,

@@ -337,3 +337,33 @@ def test_response_format_json_schema(server, client, conditioned):
     )
     assert _stream_text(stream)[0] == texts[0]  # same seed, same JSON
     assert conditioned[2].generate(CHAT, json_schema=schema, seed=5).texts[0] == texts[0]  # as the Python API
+
+
+def test_response_format_candidate_layouts(server, client, conditioned):
+    """A schema with choices (Optional, an optional key, a list): candidates run beside each other
+    on the server as in the Python API, with the same choice for the same seed, streamed or not."""
+    import jsonschema
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"anyOf": [{"type": "string", "maxLength": 8}, {"type": "null"}]},
+            "tags": {"type": "array", "items": {"type": "integer"}, "maxItems": 3},
+            "note": {"type": "boolean"},
+        },
+        "required": ["name"],
+    }
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+    out = client.chat.completions.create(
+        model=NAME, messages=CHAT, response_format=fmt, n=2, seed=6, extra_body={"json_candidates": 5}
+    )
+    texts = [c.message.content for c in out.choices]
+    for text in texts:
+        jsonschema.validate(json.loads(text), schema)
+    assert out.usage.json_candidates == 10  # five layouts per choice
+    api = conditioned[2].generate(CHAT, json_schema=schema, seed=6, json_candidates=5)
+    assert api.texts[0] == texts[0] and api.stats[0].candidates == 5
+    stream = client.chat.completions.create(
+        model=NAME, messages=CHAT, response_format=fmt, seed=6, stream=True, extra_body={"json_candidates": 5}
+    )
+    assert _stream_text(stream)[0] == texts[0]

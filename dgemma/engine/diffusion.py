@@ -57,6 +57,8 @@ class _Row:
     soft: torch.Tensor | None = None
     constraint: CanvasConstraint | None = None
     entropy: float = 0.0
+    all_fixed: bool = False  # every generated position of this canvas is clamped
+    fixed_score: tuple[float, int] = (0.0, 0)  # this step's clamped-token log-probability (score_fixed)
     step: int = 0
     denoising: bool = False
     canvas_logprobs: list[TokenLogprob] | None = None  # the finished canvas's, when asked for
@@ -211,7 +213,8 @@ class DiffusionEngine:
         )
         row.soft, row.step, row.denoising = None, 0, True
         room = min(C, row.request.max_new_tokens - len(row.tokens))
-        if row.constraint is not None and bool(row.constraint.fixed[:room].all()):
+        row.all_fixed = row.constraint is not None and bool(row.constraint.fixed[:room].all())
+        if row.all_fixed and not row.request.score_fixed:  # nothing to generate
             row.denoising, row.entropy = False, 0.0
 
     def _denoise(self, rows: list[_Row], events: list[Event]) -> None:
@@ -237,8 +240,11 @@ class DiffusionEngine:
 
     def _sample(self, row: _Row, hidden: torch.Tensor, events: list[Event]) -> None:
         sampler = row.request.sampler
+        logits = self.model.logits(hidden)
+        if row.request.score_fixed and row.constraint is not None:
+            row.fixed_score = row.constraint.fixed_logprob(logits)
         out = denoise_step(
-            self.model.logits(hidden),
+            logits,
             row.canvas,
             row.history,
             sampler.max_denoising_steps - row.step,
@@ -252,7 +258,7 @@ class DiffusionEngine:
         row.soft = self.model.expected_embedding(out.probs)
         row.step += 1
         row.stats.decoder_passes += 1
-        if out.stop or row.step >= sampler.max_denoising_steps:
+        if out.stop or row.step >= sampler.max_denoising_steps or row.all_fixed:  # all_fixed: scored once
             row.denoising = False
             if row.request.logprobs is not None:
                 row.canvas_logprobs = token_logprobs(out.probs, out.argmax, row.request.logprobs)
@@ -280,6 +286,9 @@ class DiffusionEngine:
             row.logprobs = (row.logprobs or []) + kept_logprobs
         row.stats.steps_per_canvas.append(row.step)
         row.stats.entropy_per_canvas.append(row.entropy)
+        row.stats.fixed_logprob += row.fixed_score[0]
+        row.stats.fixed_count += row.fixed_score[1]
+        row.fixed_score = (0.0, 0)
         row.stats.num_tokens = len(row.tokens)
         events.append(CommitEvent(row.id, row.stats.canvases, kept, row.step, kept_logprobs))
         row.stats.canvases += 1

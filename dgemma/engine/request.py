@@ -48,6 +48,8 @@ class Request:
     logprobs: int | None = None
     # the prompt's images, in the order of their runs of image tokens
     images: tuple[ImageInput, ...] = ()
+    # score each canvas by its clamped tokens' log-probability (RowStats.fixed_logprob; candidate layouts)
+    score_fixed: bool = False
 
     def __post_init__(self) -> None:
         if not self.prompt:

@@ -46,6 +46,12 @@ class RowStats:
     # valid value because the model had not written a valid one when the rounds ran out
     rounds: int = 0
     repaired_slots: int = 0
+    # candidate layouts run in the first round, the chosen one included (0: the schema left no choice)
+    candidates: int = 0
+    # requests with `score_fixed`: the clamped tokens' summed log-probability at each canvas's last
+    # step, and their count
+    fixed_logprob: float = 0.0
+    fixed_count: int = 0
 
     def add(self, other: RowStats) -> None:
         """Accumulate another run of the same request (a structured-output round) into these stats."""
@@ -57,6 +63,8 @@ class RowStats:
         self.denoise_s += other.denoise_s
         self.commit_s += other.commit_s
         self.entropy_per_canvas += other.entropy_per_canvas
+        self.fixed_logprob += other.fixed_logprob
+        self.fixed_count += other.fixed_count
         self.num_tokens = other.num_tokens
 
     @property

@@ -30,6 +30,7 @@ from dgemma.engine.request import Request, top_logprobs_problem
 from dgemma.images.load import open_image
 from dgemma.images.processor import ImageProcessor
 from dgemma.images.prompt import PromptIds, expand, has_images, take_images
+from dgemma.structured.choices import DEFAULT_CANDIDATES, MAX_CANDIDATES
 from dgemma.structured.generate import DEFAULT_ROUNDS, JsonJob, JsonPlan, plan_json
 from dgemma.structured.slots import DEFAULT_STRING_TOKENS
 from dgemma.text import TextCodec
@@ -247,9 +248,24 @@ class RequestBuilder:
         return out
 
     def json_plan(
-        self, schema: Any, max_string_tokens: int | None = None, field: str = "json_schema"
+        self,
+        schema: Any,
+        max_string_tokens: int | None = None,
+        field: str = "json_schema",
+        candidates: int | None = 1,
     ) -> JsonPlan:
-        """The structured-output layout of `schema`; a schema we cannot lay out is a FieldError."""
+        """The structured-output layout of `schema` and up to `candidates - 1` others the model may
+        choose instead (None: DEFAULT_CANDIDATES); a schema we cannot lay out is a FieldError."""
+        candidates = DEFAULT_CANDIDATES if candidates is None else candidates
+        if (
+            isinstance(candidates, bool)
+            or not isinstance(candidates, int)
+            or not 1 <= candidates <= MAX_CANDIDATES
+        ):
+            raise FieldError(
+                f"`json_candidates` must be an integer in [1, {MAX_CANDIDATES}], got {candidates!r}",
+                "json_candidates",
+            )
         if self.codec is None:
             raise FieldError("structured output needs the checkpoint's tokenizer.json", field)
         strings = DEFAULT_STRING_TOKENS if max_string_tokens is None else max_string_tokens
@@ -260,7 +276,12 @@ class RequestBuilder:
             )
         try:
             return plan_json(
-                schema, self.codec, self.defaults.pad_token_id, self.defaults.eos_token_ids, strings
+                schema,
+                self.codec,
+                self.defaults.pad_token_id,
+                self.defaults.eos_token_ids,
+                strings,
+                candidates,
             )
         except ValueError as err:
             raise FieldError(str(err), field) from None
@@ -292,4 +313,9 @@ class RequestBuilder:
         requests = self.requests(
             prompts, max_new_tokens=layout, eos_token_ids=(), length_field=length_field, **kwargs
         )
-        return [JsonJob(plan, r, rounds) for r in requests]
+        # candidates may be longer than the rules' layout, within its canvases and the cap: the
+        # request then takes no more cache room than that layout's
+        room = -(-layout // self.canvas_length) * self.canvas_length
+        cap = room if max_new_tokens is None else min(room, max_new_tokens)
+        others = [alt for alt in plan.alternatives if len(alt.tokens) <= cap]
+        return [JsonJob(plan, r, rounds, others) for r in requests]

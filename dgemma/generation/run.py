@@ -6,6 +6,7 @@ when it wants the events); the server's continuous-batching worker is the one ot
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -104,8 +105,10 @@ def split_reasoning(
 def run_json(model: DiffusionGemma, jobs: list[JsonJob]) -> GenerationOutput:
     """Run structured jobs' rounds to the end (the open ones share each round's batch); their JSON."""
     while pending := [j for j in jobs if not j.done]:
-        for job, completion in zip(pending, complete(model, [j.request() for j in pending]), strict=True):
-            job.update(completion.token_ids, completion.stats)
+        batches = [j.requests() for j in pending]  # a first round with candidates: one per layout
+        done = iter(complete(model, [r for batch in batches for r in batch]))
+        for job, batch in zip(pending, batches, strict=True):
+            job.update_all([(c.token_ids, c.stats) for c in itertools.islice(done, len(batch))])
     return GenerationOutput(
         [j.text() for j in jobs],
         [j.tokens for j in jobs],

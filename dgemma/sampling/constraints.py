@@ -40,3 +40,16 @@ class CanvasConstraint:
         kept = torch.where(self.fixed.unsqueeze(-1), 0.0, logits.gather(-1, index))
         logits.masked_fill_(self.fixed.unsqueeze(-1), lowest).scatter_(-1, index, kept)
         return logits
+
+    def fixed_logprob(self, logits: torch.Tensor, chunk: int = 64) -> tuple[float, int]:
+        """The summed log-probability of the clamped tokens under `logits` (C, V) as the model gave
+        them (before any masking), and how many there are: how well the model agrees with the
+        clamped text (choices.py scores candidate layouts by it). Rows go `chunk` at a time, so no
+        full-size temporary is made."""
+        where = self.fixed.nonzero().squeeze(-1)
+        total = torch.zeros((), dtype=torch.float64, device=logits.device)
+        for rows in where.split(chunk):
+            part = logits.index_select(0, rows)
+            picked = part.gather(-1, self.tokens.index_select(0, rows).unsqueeze(-1)).squeeze(-1)
+            total += (picked - torch.logsumexp(part, dim=-1)).sum()
+        return float(total), int(where.numel())

@@ -55,6 +55,7 @@ CHAT_FIELDS = _COMMON | {
     "max_completion_tokens",
     "response_format",
     "json_rounds",
+    "json_candidates",
     "max_string_tokens",
     "top_logprobs",
     "tools",
@@ -345,10 +346,9 @@ def _refuse_unsupported(body: dict, chat: bool) -> None:
 def _json_plan(body: dict, builder: RequestBuilder) -> JsonPlan | None:
     fmt = body.get("response_format")
     if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
-        if body.get("json_rounds") is not None or body.get("max_string_tokens") is not None:
-            raise ApiError(
-                400, "`json_rounds` and `max_string_tokens` need response_format json_schema", "json_rounds"
-            )
+        for name in ("json_rounds", "json_candidates", "max_string_tokens"):
+            if body.get(name) is not None:
+                raise ApiError(400, f"`{name}` needs response_format json_schema", name)
         return None
     spec = fmt["json_schema"]
     unknown = sorted(set(spec) - {"name", "schema", "strict", "description"})
@@ -358,12 +358,12 @@ def _json_plan(body: dict, builder: RequestBuilder) -> JsonPlan | None:
         )
     if "schema" not in spec:
         raise ApiError(400, "`response_format.json_schema.schema` is required", "response_format")
-    return _plan(spec["schema"], body, builder, "response_format")
+    return _plan(spec["schema"], body, builder, "response_format", body.get("json_candidates"))
 
 
-def _plan(schema: Any, body: dict, builder: RequestBuilder, param: str) -> JsonPlan:
-    """The structured-output plan of a schema (a response format's, or a forced tool's parameters)."""
-    return _checked(lambda: builder.json_plan(schema, body.get("max_string_tokens"), param))
+def _plan(schema: Any, body: dict, builder: RequestBuilder, param: str, candidates: Any = 1) -> JsonPlan:
+    """The structured-output plan of a schema (a response format's; a forced tool's: one layout)."""
+    return _checked(lambda: builder.json_plan(schema, body.get("max_string_tokens"), param, candidates))
 
 
 def _completion_prompts(prompt: Any, builder: RequestBuilder) -> list[list[int]]:

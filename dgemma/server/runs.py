@@ -63,9 +63,11 @@ class Run:
                 pass
 
         self.sink = sink
-        first = [j.request() for j in job.json_jobs] if job.json_jobs else job.requests
+        # a structured choice's first round may run several candidate layouts: (choice, candidate) per request
+        batches = [j.requests() for j in job.json_jobs] if job.json_jobs else [[r] for r in job.requests]
+        owners = [(i, k) for i, batch in enumerate(batches) for k in range(len(batch))]
         try:
-            self.tickets = worker.submit(first, job.include_drafts, sink)
+            flat = worker.submit([r for batch in batches for r in batch], job.include_drafts, sink)
         except QueueFull as err:
             raise ApiError(
                 429,
@@ -73,7 +75,11 @@ class Run:
                 kind="rate_limit_error",
                 headers={"Retry-After": "1"},
             ) from None
-        self.index = {t: i for i, t in enumerate(self.tickets)}
+        self.tickets = [t for t, (_, k) in zip(flat, owners, strict=True) if k == 0]
+        self.index = {t: i for t, (i, _) in zip(flat, owners, strict=True)}
+        self.candidate = {t: k for t, (i, k) in zip(flat, owners, strict=True) if len(batches[i]) > 1}
+        self.gathered: dict[int, dict[int, tuple]] = {}  # choice -> candidate -> its first-round output
+        self.ticket = -1  # the ticket of the event being handled
         self.metrics.prompt_tokens.inc(sum(job.prompt_tokens) * job.n)
 
     async def updates(self, request: HttpRequest) -> AsyncIterator[tuple[str, int, Any]]:
@@ -110,11 +116,13 @@ class Run:
                     raise ApiError(
                         500, f"generation failed for this request: {event.error}", kind="server_error"
                     )
+                self.ticket = ticket
                 for update in self._handle(i, self.choices[i], event):
                     yield update
             self.metrics.latency.observe(time.perf_counter() - self.start)
         finally:
-            self.worker.cancel([t for t, c in zip(self.tickets, self.choices, strict=True) if not c.done])
+            unfinished = [t for t, c in zip(self.tickets, self.choices, strict=True) if not c.done]
+            self.worker.cancel(unfinished + list(self.candidate))  # finished tickets are ignored
 
     def _handle(self, i: int, choice: ChoiceText, event: Any) -> list[tuple[str, int, Any]]:
         if self.job.json_jobs is not None:
@@ -196,7 +204,15 @@ class Run:
         if not isinstance(event, FinishEvent):
             return []
         job = self.job.json_jobs[i]
-        job.update(event.completion.token_ids, event.completion.stats)
+        output = (event.completion.token_ids, event.completion.stats)
+        if job.choosing:  # candidate layouts: wait for all of them, then keep the best one
+            got = self.gathered.setdefault(i, {})
+            got[self.candidate[self.ticket]] = output
+            if len(got) < len(job.candidates):
+                return []
+            job.update_all([got[k] for k in range(len(got))])
+        else:
+            job.update(*output)
         if not job.done:  # renoise the invalid slots: the next round of this choice alone
             self._resubmit(i, job.request())
             return []
@@ -216,6 +232,7 @@ class Run:
         choice.tokens, choice.text = job.tokens, text
         choice.canvases, choice.steps = job.stats.canvases, job.stats.decoder_passes
         choice.rounds, choice.repaired = job.stats.rounds, job.stats.repaired_slots
+        choice.candidates = job.stats.candidates
         return [("finish", i, choice.finish("tool_calls" if self.job.calls_tool else "stop"))]
 
     def _first_canvas(self) -> None:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dgemma.structured import patterns
+from dgemma.structured.array_forms import contains_form, tuple_form
 from dgemma.structured.exclusion import as_list, excludes
 from dgemma.structured.keywords import ANNOTATIONS, TYPE_KEYWORDS
 from dgemma.structured.refs import pointer
@@ -62,21 +63,28 @@ class _Context:
     floor: int = -(10**9)  # `budget` may not fall below this while an optional property is walked
     optional: int = OPTIONAL_NODES
     omitted: list[str] = field(default_factory=list)
+    choices: dict[str, int] = field(default_factory=dict)  # branch point -> the branch to take
+    points: dict[str, int] = field(default_factory=dict)  # branch points met -> their branches
 
 
 @dataclass
 class Normalized:
     schema: Any
     omitted: list[str]  # "path: reason" of each optional property left out
+    points: dict[str, int]  # `anyOf` / `oneOf` / type-list points ("$.a.anyOf") -> number of branches
+    work: int  # work units spent (of MAX_WORK)
 
 
-def normalize(schema: Any, check: Callable[[dict, str], int] | None = None) -> Normalized:
+def normalize(
+    schema: Any, check: Callable[[dict, str], int] | None = None, choices: dict[str, int] | None = None
+) -> Normalized:
     """The client's schema in the compiled subset; ValueError naming the keyword and its JSON path.
-    `check(node, path)` tells whether a normalized sub-schema lays out (schema.py passes its compiler)."""
+    `check(node, path)` tells whether a normalized sub-schema lays out (schema.py passes its compiler);
+    `choices` takes branch k of a point instead of the first that lays out (choices.py)."""
     if not isinstance(schema, dict):
         raise ValueError(f"json_schema at $: a schema must be an object, got {type(schema).__name__}")
-    ctx = _Context(schema, check or (lambda node, path: 0))
-    return Normalized(_walk(schema, ctx, "$", ()), ctx.omitted)
+    ctx = _Context(schema, check or (lambda node, path: 0), choices=choices or {})
+    return Normalized(_walk(schema, ctx, "$", ()), ctx.omitted, ctx.points, MAX_WORK - ctx.work)
 
 
 def _walk(node: Any, ctx: _Context, path: str, stack: tuple[str, ...]) -> Any:
@@ -138,8 +146,10 @@ def _walk(node: Any, ctx: _Context, path: str, stack: tuple[str, ...]) -> Any:
             patterns.compiled(pattern)
         except ValueError as err:
             raise ValueError(f"json_schema at {path}.patternProperties: {err}") from None
-    node = _tuple_form(node)
+    node = contains_form(tuple_form(node), path)
     out = dict(node)
+    if isinstance(node.get("propertyNames"), dict):  # the keys written are checked against it
+        out["propertyNames"] = _walk(node["propertyNames"], ctx, f"{path}.propertyNames", stack)
     if isinstance(node.get("properties"), dict):
         out["properties"] = _properties(node, ctx, path, stack)
     if isinstance(node.get("prefixItems"), list):  # a tuple: each position its own schema
@@ -171,19 +181,6 @@ def _walk(node: Any, ctx: _Context, path: str, stack: tuple[str, ...]) -> Any:
             }
         if isinstance(node.get("additionalProperties"), dict):
             out["additionalProperties"] = _walk(node["additionalProperties"], ctx, f"{path}.*", stack)
-    return out
-
-
-def _tuple_form(node: dict) -> dict:
-    """Drafts 4-2019's tuple arrays (`items` a list, `additionalItems` for the rest) in 2020-12's
-    spelling (`prefixItems`, and `items` for the rest: a schema, or false for none)."""
-    if not isinstance(node.get("items"), list):
-        return {k: v for k, v in node.items() if k != "additionalItems"}
-    out = {k: v for k, v in node.items() if k not in ("items", "additionalItems")}
-    out["prefixItems"] = node["items"]
-    rest = node.get("additionalItems", True)
-    if rest is not True:
-        out["items"] = rest
     return out
 
 
@@ -360,6 +357,10 @@ def _choose_branch(node: dict, key: str, ctx: _Context, path: str, stack: tuple[
     rest = {k: v for k, v in node.items() if k != key}
     real = [b for b in branches if not _is_null(b)]
     order = real + [b for b in branches if _is_null(b)]  # null last: Optional[X] lays out X
+    point = f"{path}.{key}"
+    ctx.points.setdefault(point, len(order))
+    if ctx.choices.get(point, 0):  # a candidate layout: this branch or nothing
+        order = order[ctx.choices[point] :][:1]
     reasons = []
     for branch in order:
         before = ctx.budget
@@ -377,6 +378,7 @@ def _choose_branch(node: dict, key: str, ctx: _Context, path: str, stack: tuple[
         except ValueError as err:
             ctx.budget = before
             reasons.append(_reason(err))
+    reasons = reasons or ["no such branch"]
     if key == "oneOf":
         raise ValueError(
             f"json_schema at {path}.oneOf: no branch of the `oneOf` lays out with values that match no "

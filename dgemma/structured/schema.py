@@ -31,7 +31,8 @@ from dgemma.structured.bounds import MAX_ABS_NUMBER, bounds, finite, number_boun
 from dgemma.structured.formats import FORMATS
 from dgemma.structured.keywords import ANNOTATIONS, SUPPORTED
 from dgemma.structured.normalize import normalize
-from dgemma.structured.validate import inferred_type, is_type
+from dgemma.structured.object_keys import check_dependencies, extra_keys, named_keys
+from dgemma.structured.validate import inferred_type, is_type, validate
 
 BY_TYPE = SUPPORTED
 DEFAULT_ITEMS = 3
@@ -70,6 +71,11 @@ class Layout:
     )  # the normalized schema laid out (validate against it)
     nodes: int = 0  # schema nodes compiled, checked against MAX_NODES
     omitted: list[str] = field(default_factory=list)  # optional properties left out, with why
+    # choice points (choices.py): "$.a.anyOf" (branch), "$.a?" (optional key: 1 leaves it out),
+    # "$.a[]" (array: the k-th of its lengths); met -> number of options, and the options to take
+    points: dict[str, int] = field(default_factory=dict)
+    choices: dict[str, int] = field(default_factory=dict)
+    work: int = 0  # normalization work spent
 
     def text(self, value: str) -> None:
         if self.parts and isinstance(self.parts[-1], str):
@@ -82,11 +88,13 @@ class Layout:
         return [p for p in self.parts if isinstance(p, Slot)]
 
 
-def compile_schema(schema: Any) -> Layout:
+def compile_schema(schema: Any, choices: dict[str, int] | None = None) -> Layout:
     """The layout of `schema` (normalized first: $ref, allOf, Optional, see normalize.py); an
-    unsupported or malformed schema is a ValueError naming the keyword and its JSON path."""
-    normalized = normalize(schema, check=_lays_out)
+    unsupported or malformed schema is a ValueError naming the keyword and its JSON path.
+    `choices`: option k at those choice points instead of the rules' (0), for candidate layouts."""
+    normalized = normalize(schema, check=_lays_out, choices=choices)
     layout = Layout(schema=normalized.schema, omitted=list(dict.fromkeys(normalized.omitted)))
+    layout.points, layout.choices, layout.work = dict(normalized.points), dict(choices or {}), normalized.work
     _compile(normalized.schema, "$", layout)
     return layout
 
@@ -209,7 +217,7 @@ def _object(schema: dict, path: str, out: Layout, depth: int) -> None:
     keys = list(props)
     props = dict(props)
     if lo is not None and len(keys) < lo:  # extra keys, named by the key patterns, to reach the minimum
-        for name, sub in _extra_keys(schema, set(props), lo - len(keys), path):
+        for name, sub in extra_keys(schema, set(props), lo - len(keys), path):
             props[name] = sub
             keys.append(name)
     if hi is not None and len(keys) > hi:  # the required ones first, then optional ones in order
@@ -222,7 +230,11 @@ def _object(schema: dict, path: str, out: Layout, depth: int) -> None:
         )
     if hi is not None and len(keys) > hi:
         raise ValueError(f"json_schema at {path}: `maxProperties` {hi} is below the required properties")
-    keys = _check_dependencies(schema, keys, required, path)
+    for key in [k for k in keys if k not in required]:  # optional keys: written unless a choice drops them
+        out.points.setdefault(f"{path}.{key}?", 2)
+        if out.choices.get(f"{path}.{key}?"):
+            keys.remove(key)
+    keys = check_dependencies(schema, named_keys(schema, keys, required, path), required, path)
     if lo is not None and len(keys) < lo:
         raise ValueError(f"json_schema at {path}: unsupported keyword 'minProperties': {lo} keys needed")
     out.text("{")
@@ -230,66 +242,6 @@ def _object(schema: dict, path: str, out: Layout, depth: int) -> None:
         out.text((", " if i else "") + json.dumps(key, ensure_ascii=False) + ": ")
         _compile(sub, f"{path}.{key}", out, depth + 1)
     out.text("}")
-
-
-def _extra_keys(schema: dict, taken: set[str], count: int, path: str) -> list[tuple[str, Any]]:
-    """`count` keys beyond `properties` with their value schemas: an example of each
-    `patternProperties` pattern (matching no other pattern), else `key1`, `key2`, ... under
-    `additionalProperties` (a value of any type is a string)."""
-    keyed = schema.get("patternProperties", {})
-    extra = schema.get("additionalProperties", True)
-    out: list[tuple[str, Any]] = []
-    for pattern, sub in keyed.items():
-        name = patterns.example(pattern, 1, 64)
-        others = [p for p in keyed if p != pattern]
-        if name and name not in taken and not any(patterns.matches(p, name) for p in others):
-            out.append((name, sub if sub is not True else {"type": "string"}))
-            taken.add(name)
-        if len(out) == count:
-            return out
-    i = 1
-    while extra is not False and len(out) < count:
-        name = f"key{i}"
-        i += 1
-        if name in taken or any(patterns.matches(p, name) for p in keyed):
-            continue
-        out.append((name, extra if isinstance(extra, dict) and extra else {"type": "string"}))
-        taken.add(name)
-    if len(out) < count:
-        raise ValueError(
-            f"json_schema at {path}: unsupported keyword 'minProperties': {count} more keys needed "
-            "and no key pattern or additionalProperties allows them"
-        )
-    return out
-
-
-def _check_dependencies(schema: dict, keys: list[str], required: list[str], path: str) -> list[str]:
-    """`dependentRequired` / `dependencies` (lists, or draft 3's single names): an optional key whose
-    needs are not all written is left out, a required one is refused; likewise a key with a
-    schema-valued dependency (`dependentSchemas`), which is not laid out. Returns the keys kept."""
-    keys = list(keys)
-    changed = True
-    while changed:
-        changed = False
-        for word in ("dependentRequired", "dependencies", "dependentSchemas"):
-            table = schema.get(word, {})
-            if not isinstance(table, dict):
-                raise ValueError(f"json_schema at {path}: `{word}` must be an object")
-            for key, needs in table.items():
-                if key not in keys:
-                    continue
-                needs = [needs] if isinstance(needs, str) else needs
-                ok = isinstance(needs, list) and word != "dependentSchemas" and all(n in keys for n in needs)
-                if ok:
-                    continue
-                if key in required:
-                    raise ValueError(
-                        f"json_schema at {path}.{word}: unsupported keyword {word!r}: required {key!r} "
-                        "depends on what is not laid out"
-                    )
-                keys.remove(key)
-                changed = True
-    return keys
 
 
 def _array(schema: dict, path: str, out: Layout, depth: int) -> None:
@@ -324,6 +276,9 @@ def _array(schema: dict, path: str, out: Layout, depth: int) -> None:
                 f"json_schema at {path}: unsupported keyword 'uniqueItems' with minItems {lo} (at most 1)"
             )
         n = min(n, 1)  # one item is always unique
+    n = _length_choice(n, lo, hi, 1 if schema.get("uniqueItems") else MAX_ITEMS, path, out)
+    if n > len(prefix) and not isinstance(rest, dict):
+        n = len(prefix)
     out.text("[")
     for i in range(n):
         if i:
@@ -332,13 +287,40 @@ def _array(schema: dict, path: str, out: Layout, depth: int) -> None:
     out.text("]")
 
 
+def _kind(value: Any) -> str:
+    kinds = {bool: "boolean", int: "integer", float: "number", str: "string", type(None): "null"}
+    return kinds.get(type(value), "string")
+
+
+def _length_choice(n: int, lo: int, hi: int | None, cap: int, path: str, out: Layout) -> int:
+    """An array's item count: the rule's `n`, or a candidate's other length within the bounds."""
+    top = min(cap, n + 2 if hi is None else hi)
+    options = [n] + sorted({m for m in (lo, lo + 1, n - 1, n + 1, n + 2) if lo <= m <= top} - {n})
+    if len(options) > 1:
+        out.points.setdefault(f"{path}[]", len(options))
+    pick = out.choices.get(f"{path}[]", 0)
+    if pick >= len(options):
+        raise ValueError(f"json_schema at {path}: no such array length")
+    return options[pick]
+
+
 def _choice(schema: dict, path: str, out: Layout) -> None:
-    unsupported = sorted(set(schema) - {"enum", "const", "type"} - ANNOTATIONS)
+    checked = set().union(*BY_TYPE.values()) - {"format"}  # keywords validate() decides (an allOf's merge)
+    unsupported = sorted(set(schema) - {"enum", "const"} - checked - ANNOTATIONS)
     if unsupported:
         raise ValueError(f"json_schema at {path}: unsupported keyword {unsupported[0]!r} next to enum/const")
     values = [schema["const"]] if "const" in schema else schema["enum"]
     if not isinstance(values, list) or not values:
         raise ValueError(f"json_schema at {path}: `enum` must be a non-empty list")
+    rest = {k: v for k, v in schema.items() if k in checked and k != "type"}
+    if rest:  # the values the other keywords also allow
+        values = [
+            v
+            for v in values
+            if not isinstance(v, dict | list) and not validate(v, {**rest, "type": _kind(v)})
+        ]
+        if not values:
+            raise ValueError(f"json_schema at {path}: no enum/const value meets the keywords beside it")
     if len(values) > MAX_ENUM:
         raise ValueError(f"json_schema at {path}: `enum` has {len(values)} values; at most {MAX_ENUM}")
     for v in values:
