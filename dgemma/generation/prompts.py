@@ -256,24 +256,10 @@ class RequestBuilder:
     ) -> JsonPlan:
         """The structured-output layout of `schema` and up to `candidates - 1` others the model may
         choose instead (None: DEFAULT_CANDIDATES); a schema we cannot lay out is a FieldError."""
-        candidates = DEFAULT_CANDIDATES if candidates is None else candidates
-        if (
-            isinstance(candidates, bool)
-            or not isinstance(candidates, int)
-            or not 1 <= candidates <= MAX_CANDIDATES
-        ):
-            raise FieldError(
-                f"`json_candidates` must be an integer in [1, {MAX_CANDIDATES}], got {candidates!r}",
-                "json_candidates",
-            )
+        candidates = _count(candidates, DEFAULT_CANDIDATES, MAX_CANDIDATES, "json_candidates")
         if self.codec is None:
             raise FieldError("structured output needs the checkpoint's tokenizer.json", field)
-        strings = DEFAULT_STRING_TOKENS if max_string_tokens is None else max_string_tokens
-        if isinstance(strings, bool) or not isinstance(strings, int) or not 1 <= strings <= MAX_STRING_TOKENS:
-            raise FieldError(
-                f"`max_string_tokens` must be an integer in [1, {MAX_STRING_TOKENS}], got {strings!r}",
-                "max_string_tokens",
-            )
+        strings = _count(max_string_tokens, DEFAULT_STRING_TOKENS, MAX_STRING_TOKENS, "max_string_tokens")
         try:
             return plan_json(
                 schema,
@@ -296,11 +282,7 @@ class RequestBuilder:
         **kwargs: Any,
     ) -> list[JsonJob]:
         """One structured job per request; `max_new_tokens` is a cap the layout must fit under."""
-        rounds = DEFAULT_ROUNDS if rounds is None else rounds
-        if isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= MAX_JSON_ROUNDS:
-            raise FieldError(
-                f"`json_rounds` must be an integer in [1, {MAX_JSON_ROUNDS}], got {rounds!r}", "json_rounds"
-            )
+        rounds = _count(rounds, DEFAULT_ROUNDS, MAX_JSON_ROUNDS, "json_rounds")
         layout = len(plan.tokens)
         if max_new_tokens is not None and max_new_tokens < layout:
             raise FieldError(
@@ -319,3 +301,11 @@ class RequestBuilder:
         cap = room if max_new_tokens is None else min(room, max_new_tokens)
         others = [alt for alt in plan.alternatives if len(alt.tokens) <= cap]
         return [JsonJob(plan, r, rounds, others) for r in requests]
+
+
+def _count(value: Any, default: int, most: int, name: str) -> int:
+    """A structured-output count setting: `default` for None, else an integer in [1, most]."""
+    value = default if value is None else value
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+        raise FieldError(f"`{name}` must be an integer in [1, {most}], got {value!r}", name)
+    return value

@@ -106,7 +106,7 @@ def _plan_json(
     vocab = _VOCABS.get(key)
     if vocab is None:
         vocab = _VOCABS[key] = Vocabulary(codec, filler, set(eos_token_ids))
-    plan = _plan_layout(layout, vocab, filler, max_string_tokens)
+    plan = _plan_layout(layout, vocab, max_string_tokens)
     _add_alternatives(plan, schema, candidates, max_string_tokens)
     return plan
 
@@ -116,14 +116,14 @@ def _add_alternatives(plan: JsonPlan, schema: Any, candidates: int, max_string_t
         return
     for choice, other in alternatives(schema, plan.layout, candidates):
         try:
-            alt = _plan_layout(other, plan.vocab, plan.vocab.filler, max_string_tokens)
+            alt = _plan_layout(other, plan.vocab, max_string_tokens)
         except ValueError:  # past MAX_LAYOUT_TOKENS
             continue
         alt.choice = choice
         plan.alternatives.append(alt)
 
 
-def _plan_layout(layout: Layout, vocab: Vocabulary, filler: int, max_string_tokens: int) -> JsonPlan:
+def _plan_layout(layout: Layout, vocab: Vocabulary, max_string_tokens: int) -> JsonPlan:
     tokens: list[int] = []
     literal: list[bool] = []
     slots: list[SlotPlan] = []
@@ -135,7 +135,7 @@ def _plan_layout(layout: Layout, vocab: Vocabulary, filler: int, max_string_toke
         else:
             plan = plan_slot(part, len(tokens), vocab, max_string_tokens)
             slots.append(plan)
-            tokens += [filler] * plan.budget
+            tokens += [vocab.filler] * plan.budget
             literal += [False] * plan.budget
         if len(tokens) > MAX_LAYOUT_TOKENS:
             raise ValueError(

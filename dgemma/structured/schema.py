@@ -32,7 +32,7 @@ from dgemma.structured.formats import FORMATS
 from dgemma.structured.keywords import ANNOTATIONS, SUPPORTED
 from dgemma.structured.normalize import normalize
 from dgemma.structured.object_keys import check_dependencies, extra_keys, named_keys
-from dgemma.structured.validate import inferred_type, is_type, validate
+from dgemma.structured.validate import inferred_type, is_type, json_type, validate
 
 BY_TYPE = SUPPORTED
 DEFAULT_ITEMS = 3
@@ -287,11 +287,6 @@ def _array(schema: dict, path: str, out: Layout, depth: int) -> None:
     out.text("]")
 
 
-def _kind(value: Any) -> str:
-    kinds = {bool: "boolean", int: "integer", float: "number", str: "string", type(None): "null"}
-    return kinds.get(type(value), "string")
-
-
 def _length_choice(n: int, lo: int, hi: int | None, cap: int, path: str, out: Layout) -> int:
     """An array's item count: the rule's `n`, or a candidate's other length within the bounds."""
     top = min(cap, n + 2 if hi is None else hi)
@@ -317,7 +312,7 @@ def _choice(schema: dict, path: str, out: Layout) -> None:
         values = [
             v
             for v in values
-            if not isinstance(v, dict | list) and not validate(v, {**rest, "type": _kind(v)})
+            if not isinstance(v, dict | list) and not validate(v, {**rest, "type": json_type(v)})
         ]
         if not values:
             raise ValueError(f"json_schema at {path}: no enum/const value meets the keywords beside it")

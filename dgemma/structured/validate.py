@@ -30,6 +30,12 @@ def is_type(value: Any, kind: str) -> bool:
     return kind in checks and checks[kind](value)
 
 
+def json_type(value: Any) -> str:
+    """The JSON type name of a scalar (bool before int: True is not an integer here)."""
+    kinds = {bool: "boolean", int: "integer", float: "number", str: "string", type(None): "null"}
+    return kinds.get(type(value), "string")
+
+
 def validate(value: Any, schema: dict, path: str = "$") -> list[str]:
     """Problems of `value` against a supported (normalized) schema (empty: valid)."""
     if schema is True or schema is False:  # boolean schemas: anything, or nothing
