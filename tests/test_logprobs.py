@@ -144,3 +144,24 @@ def test_completion_and_chat_logprobs_equal_the_apis(server, model):
     )
     assert all(len(c.top_logprobs) == 2 and c.top_logprobs[0].logprob >= c.logprob - 1e-6 for c in content)
     assert len(content) == out.usage.completion_tokens  # every generated token, in order
+
+
+def test_a_clamped_canvas_reports_its_tokens_as_certain(model):
+    """A canvas whose positions are all clamped is committed without a decoder pass; its tokens
+    still get log-probabilities (0: the constrained distribution holds only them), so the list lines
+    up with the tokens, and the next canvas's are its own."""
+    from dgemma.engine.request import Request
+    from dgemma.generation.run import complete
+
+    C = model.config.canvas_length
+    base = model.builder.requests([model.tokenize(["hi"])[0]], max_new_tokens=2 * C, seed=0)[0]
+    clamped = {p: 7 + p for p in range(C)}
+    request = Request(base.prompt, 2 * C, base.sampler, 0, (), fixed=clamped, logprobs=2)
+    (done,) = complete(model.model, [request])
+    assert done.token_ids[:C] == [7 + p for p in range(C)]
+    assert len(done.logprobs) == 2 * C
+    assert all(lp.logprob == 0.0 and lp.top == ((7 + p, 0.0),) for p, lp in enumerate(done.logprobs[:C]))
+    assert all(
+        lp.logprob < 0.0 and lp.top[0][0] == t
+        for lp, t in zip(done.logprobs[C:], done.token_ids[C:], strict=True)
+    )

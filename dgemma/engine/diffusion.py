@@ -212,6 +212,7 @@ class DiffusionEngine:
             (row.request.sampler.stability_threshold, C), -1, dtype=torch.long, device=device
         )
         row.soft, row.step, row.denoising = None, 0, True
+        row.canvas_logprobs = None
         room = min(C, row.request.max_new_tokens - len(row.tokens))
         row.all_fixed = row.constraint is not None and bool(row.constraint.fixed[:room].all())
         if row.all_fixed and not row.request.score_fixed:  # nothing to generate
@@ -281,6 +282,10 @@ class DiffusionEngine:
         kept, finish = _cut(canvas, row.request, len(row.tokens))
         row.tokens.extend(kept)
         kept_logprobs = None
+        if row.request.logprobs is not None and row.canvas_logprobs is None:  # all clamped, not denoised
+            row.canvas_logprobs = [
+                TokenLogprob(0.0, ((t, 0.0),) if row.request.logprobs else ()) for t in canvas
+            ]
         if row.canvas_logprobs is not None:
             kept_logprobs = row.canvas_logprobs[: len(kept)]
             row.logprobs = (row.logprobs or []) + kept_logprobs

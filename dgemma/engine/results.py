@@ -46,6 +46,9 @@ class RowStats:
     # valid value because the model had not written a valid one when the rounds ran out
     rounds: int = 0
     repaired_slots: int = 0
+    # of the others, slots whose positions' argmaxes did not form a valid value and that took the
+    # most likely valid value among their last-step alternatives instead (structured/resolve.py)
+    resolved_slots: int = 0
     # candidate layouts run in the first round, the chosen one included (0: the schema left no choice)
     candidates: int = 0
     # requests with `score_fixed`: the clamped tokens' summed log-probability at each canvas's last

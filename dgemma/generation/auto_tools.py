@@ -129,6 +129,7 @@ def run_auto_tools(
             stats.num_tokens = len(out.token_ids[row])
             stats.rounds += job.stats.rounds
             stats.repaired_slots += job.stats.repaired_slots
+            stats.resolved_slots += job.stats.resolved_slots
     out.texts = [res.content for res in found]
     out.tool_calls = [list(res.calls) for res in found]
     return out

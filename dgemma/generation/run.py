@@ -108,7 +108,7 @@ def run_json(model: DiffusionGemma, jobs: list[JsonJob]) -> GenerationOutput:
         batches = [j.requests() for j in pending]  # a first round with candidates: one per layout
         done = iter(complete(model, [r for batch in batches for r in batch]))
         for job, batch in zip(pending, batches, strict=True):
-            job.update_all([(c.token_ids, c.stats) for c in itertools.islice(done, len(batch))])
+            job.update_all([(c.token_ids, c.stats, c.logprobs) for c in itertools.islice(done, len(batch))])
     return GenerationOutput(
         [j.text() for j in jobs],
         [j.tokens for j in jobs],

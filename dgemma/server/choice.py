@@ -66,6 +66,7 @@ class ChoiceText:
         self.steps = 0  # decoder passes over this choice's canvases
         self.rounds = 0  # response_format json_schema: generation rounds, and slots repaired
         self.repaired = 0
+        self.resolved = 0  # slots that took a valid value from their alternatives (structured/resolve.py)
         self.candidates = 0  # candidate layouts its first round ran (0: the schema left no choice)
 
     @property

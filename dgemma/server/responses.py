@@ -33,6 +33,7 @@ def usage(job: Job, choices: list[ChoiceText]) -> dict[str, Any]:
     if job.json_jobs is not None:
         out["json_rounds"] = sum(c.rounds for c in choices)
         out["json_repaired_slots"] = sum(c.repaired for c in choices)
+        out["json_resolved_slots"] = sum(c.resolved for c in choices)
         out["json_candidates"] = sum(c.candidates for c in choices)
     return out
 

@@ -172,7 +172,7 @@ class Run:
         if not isinstance(event, FinishEvent):
             return []
         k, name, job = choice.repairs[0]
-        job.update(event.completion.token_ids, event.completion.stats)
+        job.update(event.completion.token_ids, event.completion.stats, event.completion.logprobs)
         if not job.done:
             self._resubmit(i, job.request())
             return []
@@ -181,6 +181,7 @@ class Run:
         choice.steps += job.stats.decoder_passes
         choice.rounds += job.stats.rounds
         choice.repaired += job.stats.repaired_slots
+        choice.resolved += job.stats.resolved_slots
         choice.repairs.pop(0)
         if choice.repairs:
             self._resubmit(i, choice.repairs[0][2].request())
@@ -204,7 +205,7 @@ class Run:
         if not isinstance(event, FinishEvent):
             return []
         job = self.job.json_jobs[i]
-        output = (event.completion.token_ids, event.completion.stats)
+        output = (event.completion.token_ids, event.completion.stats, event.completion.logprobs)
         if job.choosing:  # candidate layouts: wait for all of them, then keep the best one
             got = self.gathered.setdefault(i, {})
             got[self.candidate[self.ticket]] = output
@@ -232,6 +233,7 @@ class Run:
         choice.tokens, choice.text = job.tokens, text
         choice.canvases, choice.steps = job.stats.canvases, job.stats.decoder_passes
         choice.rounds, choice.repaired = job.stats.rounds, job.stats.repaired_slots
+        choice.resolved = job.stats.resolved_slots
         choice.candidates = job.stats.candidates
         return [("finish", i, choice.finish("tool_calls" if self.job.calls_tool else "stop"))]
 

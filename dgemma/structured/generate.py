@@ -16,9 +16,10 @@ import dataclasses
 import json
 from typing import Any
 
-from dgemma.engine.request import Request
-from dgemma.engine.results import RowStats
+from dgemma.engine.request import MAX_TOP_LOGPROBS, Request
+from dgemma.engine.results import RowStats, TokenLogprob
 from dgemma.structured.choices import DEFAULT_CANDIDATES, alternatives, best
+from dgemma.structured.resolve import resolve
 from dgemma.structured.schema import Layout, compile_schema
 from dgemma.structured.slots import DEFAULT_STRING_TOKENS, SlotPlan, Vocabulary, plan_slot
 from dgemma.structured.validate import validate
@@ -156,7 +157,13 @@ def _round_request(
             else:
                 allowed[slot.start + k] = slot.allowed[k]
     return dataclasses.replace(
-        base, max_new_tokens=len(tokens), seed=seed, eos_token_ids=(), fixed=fixed, allowed=allowed
+        base,
+        max_new_tokens=len(tokens),
+        seed=seed,
+        eos_token_ids=(),
+        fixed=fixed,
+        allowed=allowed,
+        logprobs=MAX_TOP_LOGPROBS,  # each position's alternatives, for resolve.py
     )
 
 
@@ -206,12 +213,12 @@ class JsonJob:
             for p in self.candidates
         ]
 
-    def update_all(self, outputs: list[tuple[list[int], RowStats]]) -> None:
+    def update_all(self, outputs: list[tuple[list[int], RowStats, list[TokenLogprob] | None]]) -> None:
         """Take the outputs of `requests()`: with candidates, keep the best-scoring layout's."""
         if len(outputs) == 1:
             self.update(*outputs[0])
             return
-        pick = best([(s.fixed_logprob, s.fixed_count) for _, s in outputs])
+        pick = best([(s.fixed_logprob, s.fixed_count) for _, s, _ in outputs])
         self.plan = self.candidates[pick]
         self.tokens = list(self.plan.tokens)
         self.settled = [False] * len(self.plan.slots)
@@ -219,8 +226,10 @@ class JsonJob:
         self.stats.candidates = len(outputs)
         self.update(*outputs[pick])
 
-    def update(self, tokens: list[int], stats: RowStats) -> None:
-        """Take one round's output: keep free slots' tokens, settle the valid ones; repair at the end."""
+    def update(self, tokens: list[int], stats: RowStats, tops: list[TokenLogprob] | None = None) -> None:
+        """Take one round's output: keep free slots' tokens, settle the valid ones (an invalid one
+        takes the most likely valid value its positions' alternatives `tops` hold, if any; resolve.py);
+        repair at the end."""
         self.rounds += 1
         self.stats.rounds += 1  # cumulative when a job continues another (a tool choice's two stages)
         self.stats.add(stats)
@@ -230,6 +239,12 @@ class JsonJob:
             span = slice(plan.start, plan.start + plan.budget)
             self.tokens[span] = tokens[span]
             self.settled[i] = plan.is_valid(plan.text(self.tokens, self.plan.vocab))
+            if not self.settled[i] and tops is not None:
+                found = resolve(plan, tops[span], self.plan.vocab)
+                if found is not None:
+                    self.tokens[span] = found
+                    self.settled[i] = True
+                    self.stats.resolved_slots += 1
         if self.rounds >= self.max_rounds:
             for i, plan in enumerate(self.plan.slots):
                 if not self.settled[i]:

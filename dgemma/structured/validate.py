@@ -76,19 +76,25 @@ def validate(value: Any, schema: dict, path: str = "$") -> list[str]:
     return problems
 
 
-def number_ok(value: float, schema: dict) -> bool:
-    """`minimum`, `maximum`, exclusive bounds (draft 6 numbers or draft 4 booleans), `multipleOf`."""
+def bounds(schema: dict) -> tuple[float, float, float | None, float | None]:
+    """(minimum, maximum, exclusiveMinimum, exclusiveMaximum), draft 4's boolean exclusive bounds
+    turned into draft 6's numbers; absent ones are -inf / inf / None / None."""
     lo, hi = schema.get("minimum", -math.inf), schema.get("maximum", math.inf)
     xlo, xhi = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
     if xlo is True:
         xlo, lo = lo, -math.inf
     if xhi is True:
         xhi, hi = hi, math.inf
+    number = lambda b: b if isinstance(b, int | float) and not isinstance(b, bool) else None  # noqa: E731
+    return lo, hi, number(xlo), number(xhi)
+
+
+def number_ok(value: float, schema: dict) -> bool:
+    """`minimum`, `maximum`, exclusive bounds (draft 6 numbers or draft 4 booleans), `multipleOf`."""
+    lo, hi, xlo, xhi = bounds(schema)
     if not lo <= value <= hi:
         return False
-    if isinstance(xlo, int | float) and not isinstance(xlo, bool) and not value > xlo:
-        return False
-    if isinstance(xhi, int | float) and not isinstance(xhi, bool) and not value < xhi:
+    if (xlo is not None and not value > xlo) or (xhi is not None and not value < xhi):
         return False
     step = schema.get("multipleOf")
     return step is None or is_multiple(value, step)
