@@ -93,7 +93,7 @@ class Request:
             for pos, toks in local.items():
                 allowed[pos] = False
                 allowed[pos, torch.as_tensor(toks, device=device)] = True
-        return CanvasConstraint(fixed, tokens, allowed)
+        return CanvasConstraint(fixed, tokens, allowed, min(canvas_length, self.max_new_tokens - start))
 
     def generator(self, device: torch.device) -> torch.Generator:
         return torch.Generator(device=device).manual_seed(self.seed)

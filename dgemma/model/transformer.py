@@ -213,9 +213,11 @@ class DiffusionGemma(nn.Module):
         x = self.self_conditioning(self.embed(canvas), soft_embeds)
         return self._stack(x, store, plan, None)
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Tied LM head with the final tanh softcap, in float32: (..., H) -> (..., V)."""
-        logits = F.linear(hidden, self.embed_tokens.weight).float()
+    def logits(self, hidden: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Tied LM head with the final tanh softcap, in float32: (..., H) -> (..., V), or over the
+        vocabulary entries `ids` alone: (..., len(ids))."""
+        weight = self.embed_tokens.weight if ids is None else self.embed_tokens.weight.index_select(0, ids)
+        logits = F.linear(hidden, weight).float()
         cap = self.config.final_logit_softcapping
         if cap is not None and torch.is_grad_enabled():  # autograd keeps tanh's output
             logits = torch.tanh(logits / cap) * cap

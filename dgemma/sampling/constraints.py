@@ -13,6 +13,10 @@ from dataclasses import dataclass
 
 import torch
 
+HEAD_SHARE = (
+    0.5  # head_ids: at most this share of the vocabulary (gathering their rows is cheap beside the GEMM)
+)
+
 
 @dataclass(frozen=True)
 class CanvasConstraint:
@@ -21,9 +25,35 @@ class CanvasConstraint:
     fixed: torch.Tensor  # (C,) bool: clamped positions
     tokens: torch.Tensor  # (C,) long: their tokens (ignored elsewhere)
     allowed: torch.Tensor | None = None  # (C, V) bool, or None for no vocabulary limits
+    kept: int | None = (
+        None  # positions kept from this canvas (the rest are past the request's end); None: all
+    )
 
     def clamp(self, canvas: torch.Tensor) -> torch.Tensor:
         return torch.where(self.fixed, self.tokens, canvas)
+
+    @functools.cached_property
+    def head_ids(self) -> torch.Tensor | None:
+        """The vocabulary ids the free kept positions may become, when they are at most HEAD_SHARE
+        of the vocabulary (None otherwise, or when every kept position is clamped): the LM head then
+        needs only their rows, as every other logit of such a position is masked and a clamped
+        position's distribution ignores its logits (`mask_logits_`). Positions past the request's
+        end, cut after the canvas, then choose among the same ids."""
+        free = ~self.fixed[: self.kept]
+        if self.allowed is None or not bool(free.any()):
+            return None
+        union = self.allowed[: self.kept][free].any(0)
+        ids = union.nonzero().squeeze(-1)
+        return ids if ids.numel() <= HEAD_SHARE * union.numel() else None
+
+    def widen(self, logits: torch.Tensor, vocab_size: int) -> torch.Tensor:
+        """Logits (C, len(head_ids)) as (C, V). The other entries are far below the rest (10^4
+        under the least; `mask_logits_` then sets a kept free position's to the lowest float, as
+        with the full head). They stay finite through the temperature's division, so positions
+        past the request's end, which have no allowed set, still get a finite entropy."""
+        far = float(logits.amin()) - 1e4
+        full = logits.new_full((logits.shape[0], vocab_size), far)
+        return full.index_copy_(1, self.head_ids, logits)
 
     @functools.cached_property
     def disallowed(self) -> torch.Tensor | None:
