@@ -2,7 +2,7 @@
 keyword each refusal names. Prints a table and a summary.
 
     .venv/bin/python bench/schema_coverage.py             # dgemma only
-    .venv/bin/python bench/schema_coverage.py --compare   # and llguidance (pip install llguidance)
+    .venv/bin/python bench/schema_coverage.py --compare   # and llguidance, xgrammar (installed by hand)
 
 Sources: the SchemaStore schemas vendored by `check-jsonschema` (PyPI), the JSON Schema
 meta-schemas in `jsonschema-specifications` (PyPI), and schemas pydantic generates for ordinary
@@ -38,8 +38,25 @@ def llguidance_verdict(schema: dict) -> tuple[str, float]:
     return verdict, time.perf_counter() - start
 
 
+def xgrammar_verdict(schema: dict) -> tuple[str, float]:
+    """xgrammar's grammar from the same schema, default settings (optional: installed by hand;
+    `pip install --no-deps xgrammar apache-tvm-ffi`, as its triton dependency serves only GPUs)."""
+    import xgrammar
+
+    start = time.perf_counter()
+    try:
+        xgrammar.Grammar.from_json_schema(json.dumps(schema))
+        verdict = "accepted"
+    except Exception:  # RuntimeError / ValueError naming what it does not support
+        verdict = "refused"
+    return verdict, time.perf_counter() - start
+
+
+OTHERS = {"llguidance": llguidance_verdict, "xgrammar": xgrammar_verdict}
+
+
 def main() -> None:
-    compare = "--compare" in sys.argv
+    others = list(OTHERS) if "--compare" in sys.argv else []
     rows = []
     for source, schemas in sources().items():
         for name, schema in schemas:
@@ -51,21 +68,21 @@ def main() -> None:
                 found = re.search(r"'([^']+)'|`([^`]+)`", str(err))
                 verdict = "refused: " + (next(g for g in found.groups() if g) if found else str(err)[:40])
             seconds = time.perf_counter() - start
-            other = llguidance_verdict(schema) if compare else None
-            rows.append((source, name, verdict, seconds, other))
+            rows.append((source, name, verdict, seconds, [OTHERS[o](schema) for o in others]))
     print(
         "| source | schemas | dgemma accepted | dgemma compile median / max (ms) |"
-        + (" llguidance accepted | llguidance median / max (ms) |" if compare else "")
+        + "".join(f" {o} accepted | {o} median / max (ms) |" for o in others)
     )
-    print("| --- | --- | --- | --- |" + (" --- | --- |" if compare else ""))
-    for source in dict.fromkeys(r[0] for r in rows):
-        mine = [r for r in rows if r[0] == source]
+    print("| --- | --- | --- | --- |" + " --- | --- |" * len(others))
+    for source in [*dict.fromkeys(r[0] for r in rows), "all"]:
+        mine = [r for r in rows if source in (r[0], "all")]
         ok = sum(r[2] == "accepted" for r in mine)
         times = sorted(r[3] * 1000 for r in mine)
         line = f"| {source} | {len(mine)} | {ok} | {times[len(times) // 2]:.1f} / {times[-1]:.0f} |"
-        if compare:
-            theirs = sorted(r[4][1] * 1000 for r in mine)
-            line += f" {sum(r[4][0] == 'accepted' for r in mine)} | {theirs[len(theirs) // 2]:.1f} / {theirs[-1]:.0f} |"
+        for k in range(len(others)):
+            theirs = sorted(r[4][k][1] * 1000 for r in mine)
+            accepted = sum(r[4][k][0] == "accepted" for r in mine)
+            line += f" {accepted} | {theirs[len(theirs) // 2]:.1f} / {theirs[-1]:.0f} |"
         print(line)
     for source in dict.fromkeys(r[0] for r in rows):
         reasons = Counter(r[2] for r in rows if r[0] == source and r[2] != "accepted")
