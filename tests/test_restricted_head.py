@@ -8,8 +8,8 @@ import json
 import jsonschema
 import torch
 
-from dgemma.sampling import denoise_step
 from dgemma.sampling import constraints as constraints_module
+from dgemma.sampling import denoise_step
 from dgemma.sampling.constraints import CanvasConstraint
 
 NUMBERS = {
@@ -62,7 +62,8 @@ def test_a_step_with_the_restricted_head_is_the_full_heads(conditioned):
         few = c.widen(model.model.logits(hidden, c.head_ids), V)
         torch.testing.assert_close(few[:, c.head_ids], full[:, c.head_ids], rtol=1e-5, atol=1e-5)
         a, b = (
-            denoise_step(x, canvas, history, 4, sampler, torch.Generator().manual_seed(1), c) for x in (full, few)
+            denoise_step(x, canvas, history, 4, sampler, torch.Generator().manual_seed(1), c)
+            for x in (full, few)
         )
     assert torch.equal(a.argmax, b.argmax) and torch.equal(a.canvas, b.canvas) and a.stop == b.stop
     torch.testing.assert_close(a.probs, b.probs, rtol=1e-5, atol=1e-6)

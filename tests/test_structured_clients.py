@@ -41,7 +41,7 @@ def test_still_unsupported_keywords_are_named():
             {"type": "object", "dependentSchemas": {"a": {}}, "properties": {"a": S}, "required": ["a"]},
             "dependentSchemas",
         ),
-        ({"type": "array", "items": {"type": "integer"}, "minItems": 2, "uniqueItems": True}, "uniqueItems"),
+        ({"type": "array", "items": {"type": "boolean"}, "minItems": 3, "uniqueItems": True}, "uniqueItems"),
         ({"oneOf": [{"type": "integer"}, {"type": "number"}]}, "oneOf"),  # 1 matches both
         (
             {"oneOf": [{"type": "object"}, {"type": "object", "properties": {"a": {"type": "string"}}}]},

@@ -18,6 +18,7 @@ from typing import Any
 
 from dgemma.engine.request import MAX_TOP_LOGPROBS, Request
 from dgemma.engine.results import RowStats, TokenLogprob
+from dgemma.structured import unique
 from dgemma.structured.choices import DEFAULT_CANDIDATES, alternatives, best
 from dgemma.structured.resolve import resolve
 from dgemma.structured.schema import Layout, compile_schema
@@ -245,14 +246,19 @@ class JsonJob:
                     self.tokens[span] = found
                     self.settled[i] = True
                     self.stats.resolved_slots += 1
-        if self.rounds >= self.max_rounds:
-            for i, plan in enumerate(self.plan.slots):
-                if not self.settled[i]:
-                    self.tokens[plan.start : plan.start + plan.budget] = plan.repair(
-                        self.tokens, self.plan.vocab
-                    )
-                    self.settled[i] = True
-                    self.stats.repaired_slots += 1
+        layout, vocab = self.plan.layout, self.plan.vocab
+        if self.rounds < self.max_rounds:
+            if layout is not None and layout.unique:  # an item repeating an earlier one is written again
+                for i in unique.repeats(layout, self.plan.slots, self.tokens, vocab, self.settled):
+                    self.settled[i] = False
+            return
+        for i, plan in enumerate(self.plan.slots):
+            if not self.settled[i]:
+                self.tokens[plan.start : plan.start + plan.budget] = plan.repair(self.tokens, vocab)
+                self.settled[i] = True
+                self.stats.repaired_slots += 1
+        if layout is not None and layout.unique:
+            self.stats.repaired_slots += unique.make_distinct(layout, self.plan.slots, self.tokens, vocab)
 
     def text(self) -> str:
         """The final JSON text; checked to parse and validate (a failure here is a bug, not bad luck)."""

@@ -8,7 +8,8 @@ and value slots of a fixed number of token positions. Layout rules:
   other keys, so `additionalProperties` (false, true or a schema) and `patternProperties` hold as
   long as no written key matches a `patternProperties` pattern; `minProperties` must be reachable;
 - array: `items` repeated n times, n = max(minItems, min(maxItems, 3)) (3 when neither is given;
-  at most 1 with `uniqueItems`, which then holds; `minItems` >= 2 with `uniqueItems` is refused);
+  with `uniqueItems`, at most as many as an item's slots have distinct values, and the items'
+  spans are recorded so the rounds keep them distinct, unique.py);
 - string: quotes around a slot of up to `max_string_tokens` tokens (`minLength` / `maxLength` in
   characters, `pattern` as `re.search` finds it, patterns.py); integer / number: a slot
   (`minimum` / `maximum`, `exclusiveMinimum` / `exclusiveMaximum`, integer `multipleOf`);
@@ -22,14 +23,14 @@ are accepted and ignored since they do not constrain values.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from dgemma.structured import patterns
 from dgemma.structured.bounds import MAX_ABS_NUMBER, bounds, finite, number_bounds
+from dgemma.structured.capacity import layout_values
 from dgemma.structured.formats import FORMATS
 from dgemma.structured.keywords import ANNOTATIONS, SUPPORTED
+from dgemma.structured.layout import Layout, Mark, Slot, SlotKind, UniqueItems  # noqa: F401 (re-exported)
 from dgemma.structured.normalize import normalize
 from dgemma.structured.object_keys import check_dependencies, extra_keys, named_keys
 from dgemma.structured.validate import inferred_type, is_type, json_type, validate
@@ -44,48 +45,6 @@ MAX_ITEMS = 128  # minItems of one array
 MAX_ENUM = 1024  # values of one enum
 MAX_PROPERTIES = 256  # properties of one object
 MAX_STRING_LENGTH = 4096  # minLength / maxLength
-
-
-class SlotKind(StrEnum):
-    STRING = "string"
-    INTEGER = "integer"
-    NUMBER = "number"
-    CHOICE = "choice"  # enum / boolean: one of a fixed set of JSON texts
-
-
-@dataclass(frozen=True)
-class Slot:
-    """A value the model writes."""
-
-    kind: SlotKind
-    schema: dict[str, Any]
-    options: tuple[str, ...] = ()  # choice: the JSON text of each allowed value
-    path: str = "$"
-
-
-@dataclass
-class Layout:
-    parts: list[str | Slot] = field(default_factory=list)
-    schema: dict[str, Any] = field(
-        default_factory=dict
-    )  # the normalized schema laid out (validate against it)
-    nodes: int = 0  # schema nodes compiled, checked against MAX_NODES
-    omitted: list[str] = field(default_factory=list)  # optional properties left out, with why
-    # choice points (choices.py): "$.a.anyOf" (branch), "$.a?" (optional key: 1 leaves it out),
-    # "$.a[]" (array: the k-th of its lengths); met -> number of options, and the options to take
-    points: dict[str, int] = field(default_factory=dict)
-    choices: dict[str, int] = field(default_factory=dict)
-    work: int = 0  # normalization work spent
-
-    def text(self, value: str) -> None:
-        if self.parts and isinstance(self.parts[-1], str):
-            self.parts[-1] += value
-        else:
-            self.parts.append(value)
-
-    @property
-    def slots(self) -> list[Slot]:
-        return [p for p in self.parts if isinstance(p, Slot)]
 
 
 def compile_schema(schema: Any, choices: dict[str, int] | None = None) -> Layout:
@@ -270,21 +229,45 @@ def _array(schema: dict, path: str, out: Layout, depth: int) -> None:
         raise ValueError(f"json_schema at {path}: `prefixItems` lays out {n} items; at most {MAX_ITEMS}")
     if schema.get("uniqueItems") not in (None, False, True):
         raise ValueError(f"json_schema at {path}: `uniqueItems` must be a boolean")
-    if schema.get("uniqueItems"):
-        if lo > 1:
-            raise ValueError(
-                f"json_schema at {path}: unsupported keyword 'uniqueItems' with minItems {lo} (at most 1)"
-            )
-        n = min(n, 1)  # one item is always unique
-    n = _length_choice(n, lo, hi, 1 if schema.get("uniqueItems") else MAX_ITEMS, path, out)
+    unique = bool(schema.get("uniqueItems"))
+    cap = _distinct_items(prefix, rest, path, depth) if unique else MAX_ITEMS
+    if lo > cap:
+        raise ValueError(
+            f"json_schema at {path}: unsupported keyword 'uniqueItems' with minItems {lo}: "
+            f"the items can be told apart {cap} ways"
+        )
+    n = _length_choice(min(n, cap), lo, hi, cap, path, out)
     if n > len(prefix) and not isinstance(rest, dict):
         n = len(prefix)
     out.text("[")
+    spans = []
     for i in range(n):
         if i:
             out.text(", ")
+        start, first = out.mark(), len(out.slots)
         _compile(prefix[i] if i < len(prefix) else rest, f"{path}[{i}]", out, depth + 1)
+        spans.append((start, out.mark(), range(first, len(out.slots))))
     out.text("]")
+    if unique and n > 1:
+        out.unique.append(UniqueItems(path, tuple(spans)))
+
+
+def _distinct_items(prefix: list, rest: Any, path: str, depth: int) -> int:
+    """How many items of a `uniqueItems` array can surely differ: the most n such that, with the
+    first n items' capacities sorted, the k-th holds at least k values (each item's slots together;
+    1 for an item of literal text alone), so each can take a value no smaller one needs."""
+    caps = []
+    for item in [*prefix, *([rest] if isinstance(rest, dict) else [])]:
+        scratch = Layout()
+        _compile(item, path, scratch, depth + 1)
+        caps.append(layout_values(scratch))
+    if isinstance(rest, dict):
+        caps[len(prefix) :] = [caps[-1]] * (MAX_ITEMS - len(prefix))
+    best = 0
+    for n in range(1, len(caps) + 1):
+        if all(c > k for k, c in enumerate(sorted(caps[:n]))):
+            best = n
+    return best
 
 
 def _length_choice(n: int, lo: int, hi: int | None, cap: int, path: str, out: Layout) -> int:

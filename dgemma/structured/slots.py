@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -23,6 +24,9 @@ INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")
 NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?")
 DEFAULT_STRING_TOKENS = 12
 DEFAULT_NUMBER_TOKENS = 8
+ALPHABET = (
+    "abcdefghijklmnopqrstuvwxyz0123456789"  # characters `variants` writes (schema.slot_capacity counts them)
+)
 
 
 class Vocabulary:
@@ -93,6 +97,40 @@ class SlotPlan:
             if len(ids) <= self.budget and vocab.codec.decode(ids) == text and self.is_valid(text):
                 return ids + [vocab.filler] * (self.budget - len(ids))
         raise ValueError(f"json_schema at {self.slot.path}: no valid value fits in {self.budget} tokens")
+
+    def variants(self, tokens: list[int], vocab: Vocabulary, limit: int = 64) -> Iterator[list[int]]:
+        """Tokens of up to `limit` other valid values than the slot holds, nearest first:
+        the other options of a choice, numbers stepping away from the value, strings with one
+        character changed or added (`uniqueItems` falls back to these, unique.py)."""
+        current = self.text(tokens, vocab)
+        if self.options is not None:
+            yield from (o for o in self.options if vocab.codec.decode(o) != current)
+            return
+        if self.slot.kind is SlotKind.STRING:
+            most = self.slot.schema.get("maxLength", len(current) + 1)
+            cut = current.replace("\ufffd", "")
+            texts = [(cut + c)[:most] if len(cut) < most else cut[: most - 1] + c for c in ALPHABET]
+        else:
+            match = re.search(r"-?[0-9]+(\.[0-9]+)?", current)
+            wrote = float(match.group()) if match else 0.0
+            step = self.slot.schema.get("multipleOf")
+            steps = [step] if step else [1] if self.slot.kind is SlotKind.INTEGER else [1, 0.1, 0.01]
+            near = {round(wrote + k * j * st, 6) for st in steps for j in range(1, limit) for k in (1, -1)}
+            near_first = sorted(near, key=lambda v: abs(v - wrote))
+            texts = [json.dumps(int(v)) if v == int(v) else json.dumps(v) for v in near_first]
+        found = 0
+        for text in texts:
+            ids = vocab.encode(text)
+            if (
+                text != current
+                and len(ids) <= self.budget
+                and vocab.codec.decode(ids) == text
+                and self.is_valid(text)
+            ):
+                yield ids + [vocab.filler] * (self.budget - len(ids))
+                found += 1
+                if found == limit:
+                    return
 
     def _candidates(self, text: str) -> list[str]:
         schema = self.slot.schema

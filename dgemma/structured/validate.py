@@ -3,7 +3,6 @@ every structured output, and the slot checks of numbers. Mirrors the keywords sc
 
 from __future__ import annotations
 
-import json
 import math
 from fractions import Fraction
 from typing import Any
@@ -56,7 +55,7 @@ def validate(value: Any, schema: dict, path: str = "$") -> list[str]:
     if kind == "array":
         if len(value) < schema.get("minItems", 0) or len(value) > schema.get("maxItems", math.inf):
             problems.append(f"{path}: {len(value)} items outside the bounds")
-        if schema.get("uniqueItems") and len({json.dumps(v, sort_keys=True) for v in value}) < len(value):
+        if schema.get("uniqueItems") and len({canonical(v) for v in value}) < len(value):
             problems.append(f"{path}: items repeat")
         prefix, rest = schema.get("prefixItems", []), schema.get("items", {})
         for i, v in enumerate(value):
@@ -140,6 +139,19 @@ def _validate_object(value: dict, schema: dict, path: str) -> list[str]:
             elif isinstance(extra, dict):
                 problems += validate(v, extra, f"{path}.{k}")
     return problems
+
+
+def canonical(value: Any) -> Any:
+    """A hashable form of a JSON value in which two values are equal exactly when JSON Schema
+    (and the `jsonschema` package) calls them equal: 1 and 1.0 alike, true and 1 not, object keys
+    in any order."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return (type(value).__name__, value)
+    if isinstance(value, int | float):
+        return ("number", value)
+    if isinstance(value, list):
+        return ("array", tuple(canonical(v) for v in value))
+    return ("object", frozenset((k, canonical(v)) for k, v in value.items()))
 
 
 def _same(a: Any, b: Any) -> bool:
