@@ -367,3 +367,37 @@ def test_response_format_candidate_layouts(server, client, conditioned):
         model=NAME, messages=CHAT, response_format=fmt, seed=6, stream=True, extra_body={"json_candidates": 5}
     )
     assert _stream_text(stream)[0] == texts[0]
+
+
+def test_a_slow_structured_round_does_not_hold_up_other_clients(server, monkeypatch):
+    """A round's bookkeeping (joint reads, uniqueItems, repairs) runs off the event loop: while one
+    takes a second, the server still answers others at once."""
+    from dgemma.structured.generate import JsonJob
+
+    url, _ = server
+    real = JsonJob.update
+
+    def slow(self, *args, **kwargs):
+        time.sleep(1.5)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(JsonJob, "update", slow)
+    body = {
+        "model": NAME,
+        "messages": [{"role": "user", "content": "hi"}],
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "n", "schema": {"type": "integer"}},
+        },
+        "json_candidates": 1,
+    }
+    done = {}
+    worker = threading.Thread(target=lambda: done.update(out=post_json(url, "/v1/chat/completions", body)))
+    worker.start()
+    time.sleep(0.8)  # the request's first round is in its slow update by now
+    start = time.perf_counter()
+    assert http(url, "GET", "/health")[0] == 200
+    assert time.perf_counter() - start < 0.5
+    worker.join(timeout=60)
+    status, out = done["out"]
+    assert status == 200 and isinstance(json.loads(out["choices"][0]["message"]["content"]), int)

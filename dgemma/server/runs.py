@@ -117,7 +117,13 @@ class Run:
                         500, f"generation failed for this request: {event.error}", kind="server_error"
                     )
                 self.ticket = ticket
-                for update in self._handle(i, self.choices[i], event):
+                if self.job.json_jobs is not None and isinstance(event, FinishEvent):
+                    # a structured round's bookkeeping (joint reads, uniqueItems, repairs) can take
+                    # tens of milliseconds: off the event loop, so other clients are not held up
+                    handled = await asyncio.to_thread(self._handle, i, self.choices[i], event)
+                else:
+                    handled = self._handle(i, self.choices[i], event)
+                for update in handled:
                     yield update
             self.metrics.latency.observe(time.perf_counter() - self.start)
         finally:
