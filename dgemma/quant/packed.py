@@ -9,6 +9,7 @@ unpacked once at load, since it is read a row at a time or is tiny.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -51,10 +52,17 @@ def unpack(fmt: Format, t: dict[str, torch.Tensor], shape: torch.Size, dtype: to
     if fmt.kind == "nvfp4":
         codes = t["weight_packed"]
         codes = torch.stack((codes & 0x0F, codes >> 4), dim=-1).reshape(shape)
-        table = torch.tensor(E2M1 + tuple(-v for v in E2M1), device=codes.device)
+        table = _e2m1_table(codes.device)
         scale = t["weight_scale"].float() / t["weight_global_scale"].float()
         return (table[codes.long()] * _grid(scale, shape)).to(dtype)
     raise ValueError(f"unknown packed format {fmt.kind!r}")
+
+
+@functools.lru_cache(maxsize=8)
+def _e2m1_table(device: torch.device) -> torch.Tensor:
+    """The 16 FP4 values by code (sign in the high bit), built once per device: a packed layer
+    unpacks at every call."""
+    return torch.tensor(E2M1 + tuple(-v for v in E2M1), device=device)
 
 
 def _grid(scale: torch.Tensor, shape: torch.Size) -> torch.Tensor:
