@@ -129,3 +129,19 @@ def test_the_first_round_settles_what_the_argmax_got_wrong(model):
         jsonschema.validate(json.loads(text), schema)
         assert stats.rounds == 1 and stats.repaired_slots == 0
     assert sum(s.resolved_slots for s in out.stats) > 0
+
+
+def test_the_search_stops_when_the_rounds_budget_is_spent(model):
+    """A search that would decode past its round's budget gives up (the slot then goes to the next
+    round as before); a choice needs no decoding and is always read."""
+    from dgemma.structured.resolve import Budget
+
+    slot, vocab = _slot(model, {"type": "integer", "maximum": 100, "minimum": 0})
+    digit = {t: vocab.codec.decode([t]) for t in slot.allowed[0] if t != vocab.filler}
+    four = next(t for t, text in digit.items() if text == "4")
+    rows = [[(four, -0.1), (vocab.filler, -0.5)] for _ in range(slot.budget)]  # 444 argmax; 44 valid
+    assert resolve(slot, _tops(rows), vocab, Budget()) is not None
+    assert resolve(slot, _tops(rows), vocab, Budget(3)) is None
+    choice, vocab = _slot(model, {"enum": ["zebra crossing", "blue"]})
+    rows = [[(o[k], -0.1) for o in choice.options] for k in range(choice.budget)]
+    assert resolve(choice, _tops(rows), vocab, Budget(0)) in choice.options

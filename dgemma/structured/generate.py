@@ -20,7 +20,7 @@ from dgemma.engine.request import MAX_TOP_LOGPROBS, Request
 from dgemma.engine.results import RowStats, TokenLogprob
 from dgemma.structured import unique
 from dgemma.structured.choices import DEFAULT_CANDIDATES, alternatives, best
-from dgemma.structured.resolve import resolve
+from dgemma.structured.resolve import Budget, resolve
 from dgemma.structured.schema import Layout, compile_schema
 from dgemma.structured.slots import DEFAULT_STRING_TOKENS, SlotPlan, Vocabulary, plan_slot
 from dgemma.structured.validate import validate
@@ -234,6 +234,7 @@ class JsonJob:
         self.rounds += 1
         self.stats.rounds += 1  # cumulative when a job continues another (a tool choice's two stages)
         self.stats.add(stats)
+        decodes = Budget()  # the joint reads of this round, together
         for i, plan in enumerate(self.plan.slots):
             if self.settled[i]:
                 continue
@@ -241,7 +242,7 @@ class JsonJob:
             self.tokens[span] = tokens[span]
             self.settled[i] = plan.is_valid(plan.text(self.tokens, self.plan.vocab))
             if not self.settled[i] and tops is not None:
-                found = resolve(plan, tops[span], self.plan.vocab)
+                found = resolve(plan, tops[span], self.plan.vocab, decodes)
                 if found is not None:
                     self.tokens[span] = found
                     self.settled[i] = True

@@ -27,19 +27,37 @@ from dgemma.structured.validate import bounds
 
 BEAM = 8  # prefixes kept per position
 WIDTH = 8  # most likely tokens tried per position (and the filler where it is allowed)
+# tokens decoded by the searches of one round of one request, at most: a round of a large layout
+# whose every slot fails (a random model, long strings) stays within about a second
+ROUND_BUDGET = 2_000_000
+
+
+class Budget:
+    """Tokens the searches of one round may still decode; a search that would pass it gives up."""
+
+    def __init__(self, tokens: int = ROUND_BUDGET):
+        self.left = tokens
+
+    def spend(self, tokens: int) -> bool:
+        self.left -= tokens
+        return self.left >= 0
+
+
 INTEGER_PREFIX = re.compile(r"-?(0|[1-9][0-9]*)?")
 NUMBER_PREFIX = re.compile(r"-?((0|[1-9][0-9]*)(\.[0-9]*)?)?")
 
 
-def resolve(plan: SlotPlan, tops: list[TokenLogprob], vocab: Vocabulary) -> list[int] | None:
-    """The slot's tokens of the most likely valid value found, or None; `tops`: the last step's
-    alternatives at each of the slot's positions, in order."""
+def resolve(
+    plan: SlotPlan, tops: list[TokenLogprob], vocab: Vocabulary, budget: Budget | None = None
+) -> list[int] | None:
+    """The slot's tokens of the most likely valid value found, or None (also when `budget` runs
+    out); `tops`: the last step's alternatives at each of the slot's positions, in order."""
     if len(tops) != plan.budget:
         return None
     table = [{t: lp for t, lp in top.top if lp != float("-inf")} for top in tops]
     if plan.options is not None:
         return _best_option(plan.options, table)
-    return _beam(plan, table, vocab)
+    return _beam(plan, table, vocab, budget or Budget())
 
 
 def _floor(row: dict[int, float]) -> float:
@@ -54,7 +72,9 @@ def _best_option(options: list[list[int]], table: list[dict[int, float]]) -> lis
     return max(options, key=score)
 
 
-def _beam(plan: SlotPlan, table: list[dict[int, float]], vocab: Vocabulary) -> list[int] | None:
+def _beam(
+    plan: SlotPlan, table: list[dict[int, float]], vocab: Vocabulary, budget: Budget
+) -> list[int] | None:
     viable = _prefix_check(plan, vocab)
     width = WIDTH if plan.slot.kind is SlotKind.STRING else len(max(table, key=len))
     beams: list[tuple[float, tuple[int, ...]]] = [(0.0, ())]
@@ -68,6 +88,8 @@ def _beam(plan: SlotPlan, table: list[dict[int, float]], vocab: Vocabulary) -> l
         left = len(table) - 1 - k
         clean, open_ = [], []  # prefixes that end a whole character / in the middle of one: each
         for score, ids in grown:  # kind keeps its own BEAM places, so fragments cannot crowd out the rest
+            if not budget.spend(len(ids)):
+                return None
             text = vocab.codec.decode(list(ids))
             if not left and plan.is_valid(text):
                 return list(ids)
