@@ -51,8 +51,8 @@ class CanvasConstraint:
         under the least; `mask_logits_` then sets a kept free position's to the lowest float, as
         with the full head). They stay finite through the temperature's division, so positions
         past the request's end, which have no allowed set, still get a finite entropy."""
-        far = float(logits.amin()) - 1e4
-        full = logits.new_full((logits.shape[0], vocab_size), far)
+        far = logits.amin() - 1e4  # a 0-d tensor: fill_ reads it on the device, no host sync
+        full = logits.new_empty((logits.shape[0], vocab_size)).fill_(far)
         return full.index_copy_(1, self.head_ids, logits)
 
     @functools.cached_property
