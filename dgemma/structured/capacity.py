@@ -1,12 +1,13 @@
 """How many distinct values a slot, an item or an inner `uniqueItems` array can surely take: the
-bound `uniqueItems` lays out items under (schema.py), and that unique.py's fallback relies on."""
+bound `uniqueItems` lays out items under (schema.py), and that unique.py's fallback relies on
+(`SlotPlan.variants` writes at least this many)."""
 
 from __future__ import annotations
 
 import math
 
 from dgemma.structured.layout import MANY, Layout, Slot, SlotKind, UniqueItems
-from dgemma.structured.validate import bounds
+from dgemma.structured.validate import closed_range
 
 
 def slot_capacity(slot: Slot) -> int:
@@ -17,8 +18,7 @@ def slot_capacity(slot: Slot) -> int:
         return len(slot.options)
     if slot.kind is SlotKind.STRING:
         return 1 if "pattern" in schema or schema.get("maxLength") == 0 else 36  # a-z0-9 in one character
-    lo, hi, xlo, xhi = bounds(schema)
-    lo, hi = max(lo, -math.inf if xlo is None else xlo), min(hi, math.inf if xhi is None else xhi)
+    lo, hi = closed_range(schema)
     if math.isinf(hi - lo):
         return MANY
     step = schema.get("multipleOf") or (1 if slot.kind is SlotKind.INTEGER else None)

@@ -23,7 +23,7 @@ import regex
 from dgemma.engine.results import TokenLogprob
 from dgemma.structured.schema import SlotKind
 from dgemma.structured.slots import SlotPlan, Vocabulary
-from dgemma.structured.validate import bounds
+from dgemma.structured.validate import bounds, closed_range
 
 BEAM = 8  # prefixes kept per position
 WIDTH = 8  # most likely tokens tried per position (and the filler where it is allowed)
@@ -108,14 +108,14 @@ def _prefix_check(plan: SlotPlan, vocab: Vocabulary):
     """A test of whether a slot's text so far, with `left` positions to come, can still end valid
     (False only when it cannot)."""
     schema = plan.slot.schema
-    longest = max((len(vocab.texts[t]) for t in vocab.digits), default=1)  # digits one token adds
+    longest = vocab.longest_digits  # digits one token adds
     if plan.slot.kind is SlotKind.INTEGER:
         lo, hi = _integer_range(schema)
         return lambda text, left: (
             INTEGER_PREFIX.fullmatch(text) is not None and _reachable(text, left * longest, lo, hi)
         )
     if plan.slot.kind is SlotKind.NUMBER:
-        lo, hi = _closed_range(schema)
+        lo, hi = closed_range(schema)  # the full check is exact
         return lambda text, left: (
             NUMBER_PREFIX.fullmatch(text) is not None and _number_reachable(text, left * longest, lo, hi)
         )
@@ -140,13 +140,6 @@ def _integer_range(schema: dict) -> tuple[float, float]:
     if xhi is not None:
         hi = min(hi, math.ceil(xhi) - 1)
     return lo, hi
-
-
-def _closed_range(schema: dict) -> tuple[float, float]:
-    """[lo, hi] holding every number the bounds allow (exclusive bounds taken as inclusive: the
-    prefix test only has to be conservative; the full check is exact)."""
-    lo, hi, xlo, xhi = bounds(schema)
-    return max(lo, -math.inf if xlo is None else xlo), min(hi, math.inf if xhi is None else xhi)
 
 
 def _number_reachable(text: str, digits: int, lo: float, hi: float) -> bool:

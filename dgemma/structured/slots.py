@@ -24,9 +24,7 @@ INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")
 NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?")
 DEFAULT_STRING_TOKENS = 12
 DEFAULT_NUMBER_TOKENS = 8
-ALPHABET = (
-    "abcdefghijklmnopqrstuvwxyz0123456789"  # characters `variants` writes (schema.slot_capacity counts them)
-)
+ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"  # characters `variants` writes (capacity.py counts them)
 
 
 class Vocabulary:
@@ -51,6 +49,11 @@ class Vocabulary:
     @cached_property
     def digits(self) -> tuple[int, ...]:
         return tuple(i for i, t in self.texts.items() if re.fullmatch(r"[0-9]+", t))
+
+    @cached_property
+    def longest_digits(self) -> int:
+        """The most digits one token holds."""
+        return max((len(self.texts[t]) for t in self.digits), default=1)
 
     def exact(self, text: str) -> tuple[int, ...]:
         return tuple(i for i, t in self.texts.items() if t == text)
@@ -111,8 +114,7 @@ class SlotPlan:
             cut = current.replace("\ufffd", "")
             texts = [(cut + c)[:most] if len(cut) < most else cut[: most - 1] + c for c in ALPHABET]
         else:
-            match = re.search(r"-?[0-9]+(\.[0-9]+)?", current)
-            wrote = float(match.group()) if match else 0.0
+            wrote = _written_number(current)
             step = self.slot.schema.get("multipleOf")
             steps = [step] if step else [1] if self.slot.kind is SlotKind.INTEGER else [1, 0.1, 0.01]
             near = {round(wrote + k * j * st, 6) for st in steps for j in range(1, limit) for k in (1, -1)}
@@ -143,8 +145,7 @@ class SlotPlan:
                 out = [t for t in out if patterns.matches(schema["pattern"], t)] + ([found] if found else [])
             return out
         integer = self.slot.kind is SlotKind.INTEGER
-        match = re.search(r"-?[0-9]+(\.[0-9]+)?", text)
-        wrote = float(match.group()) if match else 0.0
+        wrote = _written_number(text)
         bounds = [
             b
             for b in (schema.get(k) for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"))
@@ -171,6 +172,12 @@ class SlotPlan:
             else:
                 texts.append(json.dumps(int(v) if v == int(v) and abs(v) < 2**53 else float(v)))
         return texts
+
+
+def _written_number(text: str) -> float:
+    """The first number in a slot's text (0 if none): what `repair` and `variants` start from."""
+    match = re.search(r"-?[0-9]+(\.[0-9]+)?", text)
+    return float(match.group()) if match else 0.0
 
 
 def plan_slot(slot: Slot, start: int, vocab: Vocabulary, max_string_tokens: int) -> SlotPlan:

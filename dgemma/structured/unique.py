@@ -1,11 +1,11 @@
 """`uniqueItems` across the rounds: which items of a layout repeat, and making them differ.
 
 The layout records each `uniqueItems` array's items as text spans with their slots
-(schema.UniqueItems). After a round, an item whose slots are all settled and whose value equals an
+(layout.UniqueItems). After a round, an item whose slots are all settled and whose value equals an
 earlier item's (JSON Schema's equality: validate.canonical) has its slots renoised, so the model
 writes another value. After the last round a repeating item takes, in one of its slots, the
 nearest other valid value (SlotPlan.variants) that leaves every such array without repeats; the
-compiler only lays out as many items as the slots can tell apart (schema.slot_capacity).
+compiler only lays out as many items as the slots can tell apart (capacity.py).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dgemma.structured.slots import SlotPlan, Vocabulary
 from dgemma.structured.validate import canonical
 
 # other values tried per slot: more than an array has items (schema.MAX_ITEMS), so the nearest
-# values others do not hold always include one when the slot holds enough (schema.slot_capacity)
+# values others do not hold always include one when the slot holds enough (capacity.slot_capacity)
 VARIANTS = MAX_ITEMS + 8
 MAX_TRIES = 4096  # value combinations tried per repeating item
 
@@ -96,30 +96,32 @@ class _Items:
         item = group.items[k][2]
         taken = {self.value(group, j) for j in range(len(group.items)) if j != k}
         options = {i: list(self.slots[i].variants(self.tokens, self.vocab, VARIANTS)) for i in item}
-        tries = 0
-        for count in range(1, len(item) + 1):
-            for chosen in itertools.combinations([i for i in item if options[i]], count):
-                done = self.layout.unique[: self.layout.unique.index(group)]  # inner arrays, already distinct
-                nested = [g for g in done if any(i in it for *_, it in g.items for i in chosen)]
-                before = [len(self.repeating(g)) for g in nested]
-                was = [
-                    self.tokens[self.slots[i].start : self.slots[i].start + self.slots[i].budget]
-                    for i in chosen
-                ]
-                for combo in itertools.product(*(options[i] for i in chosen)):
-                    for i, ids in zip(chosen, combo, strict=True):
-                        self.set(i, ids)
-                    if self.value(group, k) not in taken and all(
-                        len(self.repeating(g)) <= n for g, n in zip(nested, before, strict=True)
-                    ):
-                        return count
-                    tries += 1
-                    if tries >= MAX_TRIES:
-                        break
-                for i, ids in zip(chosen, was, strict=True):
-                    self.set(i, ids)
-                if tries >= MAX_TRIES:
-                    break
-            if tries >= MAX_TRIES:
-                break
+        original = {
+            i: self.tokens[self.slots[i].start : self.slots[i].start + self.slots[i].budget] for i in item
+        }
+        done = self.layout.unique[: self.layout.unique.index(group)]  # inner arrays, already distinct
+        inner = [g for g in done if any(i in it for *_, it in g.items for i in item)]
+        before = {id(g): len(self.repeating(g)) for g in inner}
+        last: tuple[int, ...] = ()
+        for chosen, combo in itertools.islice(_attempts([i for i in item if options[i]], options), MAX_TRIES):
+            for i in last:
+                self.set(i, original[i])
+            for i, ids in zip(chosen, combo, strict=True):
+                self.set(i, ids)
+            last = chosen
+            touched = [g for g in inner if any(i in it for *_, it in g.items for i in chosen)]
+            if self.value(group, k) not in taken and all(
+                len(self.repeating(g)) <= before[id(g)] for g in touched
+            ):
+                return len(chosen)
+        for i in last:
+            self.set(i, original[i])
         raise RuntimeError(f"uniqueItems: no other value found for the item at {group.path}[{k}]")
+
+
+def _attempts(slots: list[int], options: dict[int, list[list[int]]]):
+    """(slots changed, their new tokens): one slot at a time, then pairs, and so on."""
+    for count in range(1, len(slots) + 1):
+        for chosen in itertools.combinations(slots, count):
+            for combo in itertools.product(*(options[i] for i in chosen)):
+                yield chosen, combo

@@ -88,6 +88,13 @@ def bounds(schema: dict) -> tuple[float, float, float | None, float | None]:
     return lo, hi, number(xlo), number(xhi)
 
 
+def closed_range(schema: dict) -> tuple[float, float]:
+    """[lo, hi] holding every number the bounds allow (exclusive bounds taken as inclusive: for
+    tests that only need to be conservative)."""
+    lo, hi, xlo, xhi = bounds(schema)
+    return max(lo, -math.inf if xlo is None else xlo), min(hi, math.inf if xhi is None else xhi)
+
+
 def number_ok(value: float, schema: dict) -> bool:
     """`minimum`, `maximum`, exclusive bounds (draft 6 numbers or draft 4 booleans), `multipleOf`."""
     lo, hi, xlo, xhi = bounds(schema)
