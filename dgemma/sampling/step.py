@@ -4,8 +4,9 @@ The order of random draws matches the reference's `_denoising_step` for a single
 categorical sample per position, then one canvas of uniform noise, from the row's own generator
 (the categorical sample as torch.multinomial makes it with `draw="reference"`; by inverse CDF, from
 the same distribution, by default).
-The full-vocabulary work is three passes that read the logits (softmax, argmax, a batched dot for
-the entropy) and one that writes the draw's noise over them: no other vocabulary-sized temporaries.
+The full-vocabulary work is passes that read the logits (softmax, argmax), one that writes the
+entropy's products over them, and one that writes the draw's noise there: no other
+vocabulary-sized temporaries.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from dgemma.config import SamplerConfig
 from dgemma.sampling.constraints import CanvasConstraint
 from dgemma.sampling.draws import inverse_cdf_draw, reference_draw
-from dgemma.sampling.entropy_bound import accept_mask, entropy_from_probs, renoise
+from dgemma.sampling.entropy_bound import accept_mask, entropy_from_probs_, renoise
 from dgemma.sampling.schedule import linear_temperature
 from dgemma.sampling.stopping import is_confident, is_stable, push_history
 
@@ -60,12 +61,12 @@ def denoise_step(
     if constraint is not None:
         constraint.mask_logits_(processed)
     probs = torch.softmax(processed, dim=-1, dtype=torch.float32)
-    argmax = processed.argmax(dim=-1)
-    entropy = entropy_from_probs(processed, probs, argmax)
+    top, argmax = processed.max(dim=-1)  # the first of equal maxima, as argmax
+    entropy = entropy_from_probs_(processed, probs, top, argmax)  # `processed` is spent from here on
     if not bool(torch.isfinite(entropy).all()):  # NaN / inf anywhere in a row's logits reach it
         raise FloatingPointError("the model's logits are not finite (NaN or inf): check the weights")
     draw = reference_draw if sampler.draw == "reference" else inverse_cdf_draw
-    proposal = draw(probs, processed, generator)  # `processed` is spent from here on
+    proposal = draw(probs, processed, generator)  # its buffer holds the draw's noise
     accepted = accept_mask(entropy, sampler.entropy_bound)
     next_canvas = renoise(torch.where(accepted, proposal, canvas), accepted, logits.shape[-1], generator)
     if constraint is not None:
