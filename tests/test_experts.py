@@ -1,4 +1,4 @@
-"""The routed experts' three paths (grouped GEMM, dense, per-expert loop) compute the same thing."""
+"""The routed experts' paths (padded batched GEMM, grouped GEMM, dense, per-expert loop) compute the same thing."""
 
 from __future__ import annotations
 
@@ -55,12 +55,41 @@ def test_grouped_gemm_path_equals_the_loop_forward_and_backward(used: int) -> No
         )
 
 
-def test_forward_takes_the_grouped_gemm_path_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("used", [6, 4])
+def test_padded_path_equals_the_loop(used: int) -> None:
+    experts = _experts()
+    x = torch.randn(30, 16)
+    weights, ids = _routing(30, 6, used)
+    with torch.no_grad():
+        padded = experts._padded(x, weights, ids, *experts.banks(x.dtype))
+        loop = experts._grouped(x, weights, ids, *experts.banks(x.dtype))
+    assert padded is not None
+    torch.testing.assert_close(padded, loop, rtol=1e-5, atol=1e-6)
+
+
+def test_padded_path_declines_a_lopsided_routing() -> None:
+    """Padding every expert to the busiest one's count would do more than twice the work."""
+    experts = _experts()
+    ids = torch.tensor([[0, 1]] * 12 + [[2, 3]])  # experts 0 and 1 take 12 tokens, 2 and 3 one
+    weights = torch.full((13, 2), 0.5)
+    with torch.no_grad():
+        assert experts._padded(torch.randn(13, 16), weights, ids, *experts.banks(torch.float32)) is None
+
+
+def test_forward_paths_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inference takes the padded GEMM, and the grouped GEMM where padding declines; autograd the
+    grouped GEMM; never the dense path or the loop while grouped_mm runs."""
     experts = _experts()
     calls = []
-    monkeypatch.setattr(experts, "_grouped", lambda *a: calls.append("loop"))
-    monkeypatch.setattr(experts, "_dense", lambda *a: calls.append("dense"))
-    weights, ids = _routing(4, 6, 6)
+    for name in ("_padded", "_sorted", "_grouped", "_dense"):
+        real = getattr(experts, name)
+        monkeypatch.setattr(experts, name, lambda *a, real=real, name=name: calls.append(name) or real(*a))
+    weights = _routing(4, 6, 6)[0]
+    ids = torch.tensor([[0, 1], [2, 3], [4, 5], [0, 2]])  # at most 2 per expert: 6 x 2 rows of 8 used
     with torch.no_grad():
         out = experts(torch.randn(4, 16), weights, ids)
-    assert calls == [] and out.shape == (4, 16)
+        lopsided = experts(torch.randn(4, 16), weights, torch.tensor([[0, 1]] * 4))
+    assert out.shape == lopsided.shape == (4, 16)
+    experts(torch.randn(4, 16, requires_grad=True), weights, ids).sum().backward()
+    grouped = "_sorted" if grouped_mm_supported(torch.zeros(1), torch.zeros(1)) else "_grouped"
+    assert calls == ["_padded", "_padded", grouped, grouped]

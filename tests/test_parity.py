@@ -109,3 +109,18 @@ def test_decoder_after_three_committed_canvases(checkpoint, model):
         mine = model.model.logits(decode_rows(model.model, kv, [0], canvases[3], soft))
     assert int(kv.lengths[0]) == 5 + 3 * C
     assert _report("decoder after 3 commits", mine, ref_dec) <= TOL
+
+
+def test_the_fast_softcap_stays_within_1e5_of_the_references(checkpoint, model):
+    """The sampler's fast mode writes the softcap with a sigmoid; across the whole range of raw
+    logits (far past the cap) it stays within 1e-5 of the reference's tanh."""
+    _, ref = checkpoint
+    H = model.config.hidden_size
+    hidden = torch.randn(1, 64, H, generator=torch.Generator().manual_seed(4))
+    hidden = hidden * torch.logspace(-3, 2, 64)[None, :, None]  # raw logits from ~1e-3 to ~1e3
+    with torch.no_grad():
+        fast = model.model.logits(hidden, exact=False)
+        exact = model.model.logits(hidden)
+        ref_logits = _ref_encoder_logits(ref, hidden)
+    assert _report("exact softcap", exact, ref_logits) <= 1e-6
+    assert _report("fast softcap", fast, ref_logits) <= 1e-5

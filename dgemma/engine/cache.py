@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from dgemma.config import ModelConfig
-from dgemma.model import KVStore
+from dgemma.model import AttentionPlan, KVStore
 
 
 class KVCache:
@@ -26,6 +26,8 @@ class KVCache:
         self.store = KVStore(keys, values)
         self.lengths = torch.zeros(num_rows, dtype=torch.long, device=device)
         self.capacity = capacity
+        # the last decoder pass's (key, plan): the denoising steps of a canvas share one plan
+        self.decoder_plan: tuple[tuple, AttentionPlan] | None = None
 
     @property
     def num_rows(self) -> int:

@@ -242,10 +242,13 @@ class DiffusionEngine:
     def _sample(self, row: _Row, hidden: torch.Tensor, events: list[Event]) -> None:
         sampler = row.request.sampler
         few = None if row.constraint is None or row.request.score_fixed else row.constraint.head_ids
+        exact = sampler.draw == "reference"  # the reference's numerics as well as its draws
         if few is None:
-            logits = self.model.logits(hidden)
+            logits = self.model.logits(hidden, exact=exact)
         else:  # every free position is limited to a few tokens: the head over those alone
-            logits = row.constraint.widen(self.model.logits(hidden, few), self.model.config.vocab_size)
+            logits = row.constraint.widen(
+                self.model.logits(hidden, few, exact=exact), self.model.config.vocab_size
+            )
         if row.request.score_fixed and row.constraint is not None:
             row.fixed_score = row.constraint.fixed_logprob(logits)
         out = denoise_step(

@@ -97,10 +97,18 @@ def decode_rows(
     canvas: torch.Tensor,
     soft_embeds: torch.Tensor | None,
 ) -> torch.Tensor:
-    """Run the bidirectional decoder on canvases (b, C) of cache rows `rows`; returns hidden (b, C, H)."""
+    """Run the bidirectional decoder on canvases (b, C) of cache rows `rows`; returns hidden (b, C, H).
+
+    Consecutive passes over the same rows at the same lengths (a canvas's denoising steps) reuse one
+    plan, and with it its rotary tables."""
     index = _row_index(cache, rows)
     lengths = cache.lengths if index is None else cache.lengths[index]
-    plan = decoder_plan(lengths, canvas.shape[1], model.config.sliding_window, cache.capacity, index)
+    key = (tuple(rows), canvas.shape[1], tuple(lengths.tolist()))
+    if cache.decoder_plan is not None and cache.decoder_plan[0] == key:
+        plan = cache.decoder_plan[1]
+    else:
+        plan = decoder_plan(lengths, canvas.shape[1], model.config.sliding_window, cache.capacity, index)
+        cache.decoder_plan = (key, plan)
     return model.decode(canvas, cache.store, plan, soft_embeds)
 
 

@@ -16,7 +16,7 @@ Plans hold only index tensors and masks; they are built once per pass and shared
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +52,9 @@ class AttentionPlan:
     write_source: torch.Tensor | None  # (N,) index into the b * T tokens; None: all of them
     ranges: dict[bool, tuple[int, int]]  # is_sliding -> slot range [start, end) read by the pass
     masks: dict[bool, torch.Tensor | None]  # is_sliding -> (b, 1, T, end - start) bool, None: all
+    # the rotary tables of `positions` by dtype, filled by the model on first use: a plan reused by
+    # the denoising steps of one canvas computes them once
+    ropes: dict = field(default_factory=dict)
 
 
 def _rows_or_arange(rows: torch.Tensor | None, b: int, device: torch.device) -> torch.Tensor:
@@ -131,11 +134,6 @@ def decoder_plan(
     return AttentionPlan(positions, rows, write_index, None, ranges, masks)
 
 
-def _head_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMS norm over the head dim with a per-head weight (H, D), in float32 like `RMSNorm`."""
-    return (rms(x, eps) * weight.float()).to(x.dtype)
-
-
 class Attention(nn.Module):
     """Grouped-query attention with q/k/v norms, scale 1.0, and values = keys where there is no v_proj."""
 
@@ -164,7 +162,7 @@ class Attention(nn.Module):
         k = self.k_proj.forward(x).view(b, T, nk, D)
         v = k if self.v_proj is None else self.v_proj.forward(x).view(b, T, nk, D)
         # q, k and v heads share one norm call (per-head weights; v has none) and q, k one rotation
-        normed = _head_norm(torch.cat([q, k, v], dim=2), self._norm_weight(nq, nk, D), self.q_norm.eps)
+        normed = self._head_norms(torch.cat([q, k, v], dim=2), nq, nk)
         qk = apply_rope(normed[:, :, : nq + nk], cos, sin)
         return qk[:, :, :nq].transpose(1, 2), qk[:, :, nq:], normed[:, :, nq + nk :]
 
@@ -211,9 +209,18 @@ class Attention(nn.Module):
         )
         return self.attend(q, keys.transpose(1, 2), values.transpose(1, 2), mask), (k, v)
 
-    def _norm_weight(self, nq: int, nk: int, D: int) -> torch.Tensor:
-        ones = torch.ones(nk, D, dtype=self.q_norm.weight.dtype, device=self.q_norm.weight.device)
-        return torch.cat([self.q_norm.weight.expand(nq, D), self.k_norm.weight.expand(nk, D), ones])
+    def _head_norms(self, qkv: torch.Tensor, nq: int, nk: int) -> torch.Tensor:
+        """q_norm, k_norm and v_norm over (b, T, nq + 2 nk, D) heads, in float32 like `RMSNorm`."""
+        normed = rms(qkv, self.q_norm.eps)
+        if torch.is_grad_enabled():  # autograd: no in-place writes into the norm's output
+            D = qkv.shape[-1]
+            ones = torch.ones(nk, D, dtype=normed.dtype, device=normed.device)
+            weight = torch.cat([self.q_norm.weight.expand(nq, D), self.k_norm.weight.expand(nk, D), ones])
+            return (normed * weight.float()).to(qkv.dtype)
+        # the same products, written over the q and k heads (v's norm has no weight)
+        normed[:, :, :nq].mul_(self.q_norm.weight.float())
+        normed[:, :, nq : nq + nk].mul_(self.k_norm.weight.float())
+        return normed.to(qkv.dtype)
 
     @staticmethod
     def _store(store: torch.Tensor, new: torch.Tensor, plan: AttentionPlan) -> None:

@@ -57,18 +57,20 @@ def rope_inv_freq(spec: RopeSpec, head_dim: int) -> torch.Tensor:
 def rope_tables(
     inv_freq: torch.Tensor, positions: torch.Tensor, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of shape (B, T, D) for integer positions (B, T)."""
+    """cos and signed sin of shape (B, T, D) for integer positions (B, T).
+
+    The sin table's first half is negated: rotating half the dimensions is then a roll of x times
+    this table (see `apply_rope`), with the same products and sums as negating half of x.
+    """
     freqs = positions[..., None].float() * inv_freq.float()
-    emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos().to(dtype), emb.sin().to(dtype)
+    cos, sin = freqs.cos(), freqs.sin()
+    return torch.cat((cos, cos), dim=-1).to(dtype), torch.cat((-sin, sin), dim=-1).to(dtype)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate (B, T, H, D) by tables (B, T, D), pairing dimension i with i + D/2."""
-    cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, T, H, D) by tables (B, T, D) from `rope_tables`, pairing dimension i with i + D/2:
+    x * cos + (-x[D/2:], x[:D/2]) * sin, bit for bit, with the sign carried by the table."""
+    return x * cos.unsqueeze(2) + torch.roll(x, x.shape[-1] // 2, dims=-1) * signed_sin.unsqueeze(2)
 
 
 class GatedMLP(nn.Module):
@@ -160,6 +162,10 @@ class Experts(nn.Module):
     def forward(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """x (N, H), weights/ids (N, K) -> (N, H)."""
         gate_up, down = self.banks(x.dtype)
+        if x.device.type == "cpu" and not torch.is_grad_enabled():
+            out = self._padded(x, weights, ids, gate_up, down)
+            if out is not None:
+                return out
         if grouped_mm_supported(x, gate_up):
             return self._sorted(x, weights, ids, gate_up, down)
         if self.dense_inference and not torch.is_grad_enabled():
@@ -173,6 +179,31 @@ class Experts(nn.Module):
         dense_w = torch.zeros(x.shape[0], gate_up.shape[0], dtype=weights.dtype, device=x.device)
         dense_w.scatter_(1, ids, weights)  # (N, E) float32
         return torch.einsum("ne,enh->nh", dense_w, y.float()).to(x.dtype)
+
+    def _padded(self, x, weights, ids, gate_up: torch.Tensor, down: torch.Tensor) -> torch.Tensor | None:
+        """Each expert's tokens gathered into a (E, cap) block, one batched GEMM pair, results read
+        back in top-k order; None where padding to the busiest expert would over double the work.
+
+        CPU inference: the capacity is one host read, which costs nothing there, and on the issue-15
+        shapes one batched GEMM of E equal blocks runs about twice as fast as `_grouped_mm`'s small
+        GEMM per expert (the whole layer's experts ~25% faster). The products are the grouped
+        path's; the GEMM kernels may round them differently (1 ulp).
+        """
+        N, K = ids.shape
+        E = gate_up.shape[0]
+        flat = ids.reshape(-1)
+        # rank of each assignment among its expert's, in token order (the sorted path's order)
+        rank = F.one_hot(flat, E).cumsum(0).gather(1, flat[:, None]).squeeze(1) - 1
+        cap = int(rank.max()) + 1
+        if E * cap > 2 * N * K:
+            return None
+        slot = flat * cap + rank  # where each assignment sits in the (E * cap) blocks
+        token = torch.zeros(E * cap, dtype=torch.long, device=x.device)  # padding rows read token 0
+        token.index_put_((slot,), torch.arange(N * K, device=x.device) // K)
+        gate, up = torch.bmm(x[token].view(E, cap, -1), gate_up.transpose(1, 2)).chunk(2, dim=-1)
+        h = torch.bmm(self.act(gate) * up, down.transpose(1, 2)).view(E * cap, -1)
+        out = (h[slot].view(N, K, -1).float() * weights.unsqueeze(-1)).sum(dim=1)
+        return out.to(x.dtype)
 
     def _sorted(self, x, weights, ids, gate_up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
         """Assignments sorted by expert, one grouped GEMM pair over all experts, no host sync.

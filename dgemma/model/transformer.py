@@ -61,11 +61,9 @@ class Block(nn.Module):
         )
         # post-norms of both branches in one call
         both = rms(torch.stack([dense, routed]), eps)
-        post = torch.stack(
-            [self.post_feedforward_layernorm_1.weight, self.post_feedforward_layernorm_2.weight]
-        )
-        both = (both * post.float()[:, None, :]).to(x.dtype)
-        x = x + self.post_feedforward_layernorm.forward((both[0] + both[1]).view(x.shape))
+        dense = (both[0] * self.post_feedforward_layernorm_1.weight.float()).to(x.dtype)
+        routed = (both[1] * self.post_feedforward_layernorm_2.weight.float()).to(x.dtype)
+        x = x + self.post_feedforward_layernorm.forward((dense + routed).view(x.shape))
         return x * layer_scalar
 
 
@@ -213,16 +211,25 @@ class DiffusionGemma(nn.Module):
         x = self.self_conditioning(self.embed(canvas), soft_embeds)
         return self._stack(x, store, plan, None)
 
-    def logits(self, hidden: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+    def logits(
+        self, hidden: torch.Tensor, ids: torch.Tensor | None = None, exact: bool = True
+    ) -> torch.Tensor:
         """Tied LM head with the final tanh softcap, in float32: (..., H) -> (..., V), or over the
-        vocabulary entries `ids` alone: (..., len(ids))."""
+        vocabulary entries `ids` alone: (..., len(ids)).
+
+        `exact=False` (no autograd) writes the softcap as cap * (2 sigmoid(2 z / cap) - 1), the same
+        function: on a CPU it runs ~4x faster than torch's tanh, within 1e-5 of it for |logits| <= cap
+        (tanh itself is within 3e-6 of the float64 value). The sampler's fast mode uses it.
+        """
         weight = self.embed_tokens.weight if ids is None else self.embed_tokens.weight.index_select(0, ids)
         logits = F.linear(hidden, weight).float()
         cap = self.config.final_logit_softcapping
         if cap is not None and torch.is_grad_enabled():  # autograd keeps tanh's output
             logits = torch.tanh(logits / cap) * cap
-        elif cap is not None:  # in place: the same rounding, no copies
+        elif cap is not None and exact:  # in place: the same rounding, no copies
             logits = logits.div_(cap).tanh_().mul_(cap)
+        elif cap is not None:
+            logits = logits.mul_(2 / cap).sigmoid_().sub_(0.5).mul_(2 * cap)
         return logits
 
     def rope(
@@ -242,7 +249,9 @@ class DiffusionGemma(nn.Module):
     def _stack(
         self, x: torch.Tensor, store: KVStore, plan: AttentionPlan, encoder_scalars: torch.Tensor | None
     ) -> torch.Tensor:
-        ropes = self.rope(plan.positions, x.dtype)
+        ropes = plan.ropes.get(x.dtype)
+        if ropes is None:
+            ropes = plan.ropes[x.dtype] = self.rope(plan.positions, x.dtype)
         scalars = self.layer_scalars(encoder=encoder_scalars is not None)
         for i, layer in enumerate(self.layers):
             cos, sin = ropes[self.config.layers[i].layer_type]
