@@ -263,13 +263,14 @@ class DiffusionEngine:
         row.canvas, row.argmax, row.history = out.canvas, out.argmax, out.history
         free = out.entropy if row.constraint is None else out.entropy[~row.constraint.fixed]
         row.entropy = float(free.mean()) if free.numel() else 0.0
-        row.soft = self.model.expected_embedding(out.probs)
         row.step += 1
         row.stats.decoder_passes += 1
         if out.stop or row.step >= sampler.max_denoising_steps or row.all_fixed:  # all_fixed: scored once
             row.denoising = False
             if row.request.logprobs is not None:
                 row.canvas_logprobs = token_logprobs(out.probs, out.argmax, row.request.logprobs)
+        else:  # the next step's self-conditioning input (none after the last step)
+            row.soft = self.model.expected_embedding(out.probs)
         if row.drafts:
             fixed = None if row.constraint is None else row.constraint.fixed
             events.append(
