@@ -24,6 +24,7 @@ autoregressive run on the same model gives AR tokens/s, and the peak RSS is prin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import resource
 import statistics
@@ -44,6 +45,7 @@ from dgemma.engine.cache import KVCache  # noqa: E402
 from dgemma.engine.passes import decode_rows, encode_rows  # noqa: E402
 from dgemma.engine.request import Request  # noqa: E402
 from dgemma.model.init import init_model  # noqa: E402
+from dgemma.model.layers import Experts  # noqa: E402
 from dgemma.sampling import denoise_step  # noqa: E402
 
 PATTERN = ["sliding_attention"] * 5 + ["full_attention"]  # the published model's layer order
@@ -73,6 +75,18 @@ def read_bandwidth(num_bytes: int = 1 << 30, repeats: int = 3) -> float:
     return num_bytes / min(_timed(x.sum) for _ in range(repeats))
 
 
+@contextlib.contextmanager
+def _useful_products():
+    """Count the experts' FLOPs on the grouped path: the padded path's padding rows are work done,
+    not work the step needs, and must not lower the floor ratio."""
+    padded = Experts._padded
+    Experts._padded = lambda self, *args: None
+    try:
+        yield
+    finally:
+        Experts._padded = padded
+
+
 def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -86,8 +100,8 @@ def parts_of_step(model, cache, canvas, soft, history, sampler, generator, steps
     def layers():
         state["hidden"] = decode_rows(model, cache, [0], state["canvas"][None], state["soft"])[0]
 
-    def head():
-        state["logits"] = model.logits(state["hidden"])
+    def head():  # the softcap as the engine writes it for this sampler's draw mode
+        state["logits"] = model.logits(state["hidden"], exact=sampler.draw == "reference")
 
     def sampler_step():
         out = denoise_step(
@@ -154,7 +168,7 @@ def main() -> None:
         state, parts = parts_of_step(model, cache, canvas, None, history, sampler, generator, args.steps + 1)
         flops: dict[str, int] = {}
         for name, part in parts.items():  # the warm-up step, FLOPs counted
-            with FlopCounterMode(display=False) as counter:
+            with FlopCounterMode(display=False) as counter, _useful_products():
                 part()
             flops[name] = counter.get_total_flops()
         times: dict[str, list[float]] = {name: [] for name in parts}
