@@ -17,6 +17,7 @@ def _experts(num_experts: int = 6, hidden: int = 16, inner: int = 8) -> Experts:
         moe_intermediate_size=inner,
         hidden_activation="gelu_pytorch_tanh",
         canvas_length=8,
+        top_k_experts=2,
     )
     torch.manual_seed(0)
     experts = Experts(config)

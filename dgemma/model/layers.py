@@ -120,6 +120,7 @@ class Router(nn.Module):
 # whose per-expert launches cost more than the wasted math. The choice depends on the model alone,
 # never on the batch. Training (autograd on) always dispatches: its token counts are large.
 DENSE_EXPERTS_MAX_MACS_PER_CANVAS = 12_000_000
+DENSE_COMPILED_MAX_WASTE = 4  # experts per routed expert up to which a compiled graph runs them all
 
 
 TORCH_VERSION = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
@@ -154,6 +155,10 @@ class Experts(nn.Module):
         self.down_proj = nn.Parameter(torch.empty(E, H, F_))
         self.act = activation(config.hidden_activation)
         self.dense_inference = config.canvas_length * E * 3 * F_ * H <= DENSE_EXPERTS_MAX_MACS_PER_CANVAS
+        # compiled without grouped_mm: every expert on every token costs E / K times the routed
+        # products but no host read, which would break the graph (dynamo then runs the whole
+        # decoder loop eagerly); taken up to 4x the products
+        self.dense_compiled = E <= DENSE_COMPILED_MAX_WASTE * config.top_k_experts
 
     def banks(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """The (gate_up, down) weight banks to compute with (quantized experts: dequantized here)."""
@@ -162,13 +167,14 @@ class Experts(nn.Module):
     def forward(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """x (N, H), weights/ids (N, K) -> (N, H)."""
         gate_up, down = self.banks(x.dtype)
-        if x.device.type == "cpu" and not torch.is_grad_enabled():
+        compiling = torch.compiler.is_compiling()
+        if x.device.type == "cpu" and not torch.is_grad_enabled() and not compiling:
             out = self._padded(x, weights, ids, gate_up, down)
             if out is not None:
                 return out
         if grouped_mm_supported(x, gate_up):
             return self._sorted(x, weights, ids, gate_up, down)
-        if self.dense_inference and not torch.is_grad_enabled():
+        if (compiling and self.dense_compiled) or (self.dense_inference and not torch.is_grad_enabled()):
             return self._dense(x, weights, ids, gate_up, down)
         return self._grouped(x, weights, ids, gate_up, down)
 

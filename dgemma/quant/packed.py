@@ -108,6 +108,7 @@ class PackedExperts(Experts):
         nn.Module.__init__(self)
         self.gate_up_proj, self.down_proj = experts.gate_up_proj, experts.down_proj
         self.act, self.dense_inference = experts.act, experts.dense_inference
+        self.dense_compiled = experts.dense_compiled
         self.formats: dict[str, tuple[Format, tuple[str, ...], torch.Size]] = {}
 
     def hold(self, bank: str, packed: Packed) -> None:
