@@ -89,3 +89,27 @@ def test_request_longer_than_a_row_is_refused(model):
     engine = DiffusionEngine(model.model, num_rows=2, capacity=16)
     with pytest.raises(ValueError, match="rows hold 16"):
         engine.add(_request(0, 4, model.config.vocab_size, max_new=20))
+
+
+def test_sampler_steps_reuse_two_vocabulary_buffers_on_a_cpu(conditioned, monkeypatch):
+    """Every step of every row writes its logits and probabilities into the engine's two kept
+    buffers (a fresh tensor at the real vocabulary page-faults on each of its pages), and the
+    tokens and log-probabilities are those of fresh tensors."""
+    _, _, model = conditioned
+    V = model.config.vocab_size
+    requests = [_request(i, 4 + i, V, max_new=12) for i in range(2)]
+    seen = set()
+    real = model.model.logits
+
+    def spy(hidden, ids=None, **options):
+        logits = real(hidden, ids, **options)
+        seen.add(logits.data_ptr())
+        return logits
+
+    monkeypatch.setattr(model.model, "logits", spy)
+    kept = [c.token_ids for c in list(run_diffusion(model.model, requests))[-1].completions]
+    assert len(seen) == 1
+    monkeypatch.setattr(DiffusionEngine, "_buffers", lambda self: None)
+    seen.clear()
+    fresh = [c.token_ids for c in list(run_diffusion(model.model, requests))[-1].completions]
+    assert fresh == kept and len(seen) > 1

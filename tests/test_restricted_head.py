@@ -74,9 +74,9 @@ def test_generation_uses_it_and_still_validates(conditioned, monkeypatch):
     widths = []
     real = model.model.logits
 
-    def spy(hidden, ids=None, exact=True):
+    def spy(hidden, ids=None, **options):
         widths.append(model.config.vocab_size if ids is None else int(ids.numel()))
-        return real(hidden, ids, exact=exact)
+        return real(hidden, ids, **options)
 
     monkeypatch.setattr(model.model, "logits", spy)
     out = model.generate("hi", json_schema=NUMBERS, seed=0, max_denoising_steps=3, json_candidates=1)

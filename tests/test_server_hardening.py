@@ -106,10 +106,10 @@ def test_one_failing_request_fails_only_itself(server, conditioned, monkeypatch)
     real = diffusion.denoise_step
     poison = 4242
 
-    def flaky(logits, canvas, history, remaining, sampler, generator, constraint=None):
+    def flaky(logits, canvas, history, remaining, sampler, generator, *args, **kwargs):
         if generator.initial_seed() == poison:
             raise RuntimeError("injected failure")
-        return real(logits, canvas, history, remaining, sampler, generator, constraint)
+        return real(logits, canvas, history, remaining, sampler, generator, *args, **kwargs)
 
     monkeypatch.setattr(diffusion, "denoise_step", flaky)
     results = {}

@@ -77,8 +77,8 @@ def _steer(model, monkeypatch, token: int, bias: float):
     """Add `bias` to token `token`'s logit everywhere (the model likes or dislikes that token)."""
     real = model.model.logits
 
-    def logits(hidden, exact=True):
-        out = real(hidden, exact=exact)
+    def logits(hidden, **options):
+        out = real(hidden, **options)
         out[..., token] += bias
         return out
 

@@ -45,6 +45,7 @@ def denoise_step(
     sampler: SamplerConfig,
     generator: torch.Generator | None,
     constraint: CanvasConstraint | None = None,
+    probs_out: torch.Tensor | None = None,
 ) -> StepOutput:
     """Advance one canvas (C,) given the decoder's raw float32 logits (C, V) for it.
 
@@ -52,7 +53,8 @@ def denoise_step(
     so a row's step needs two full-vocabulary float32 tensors (that one and the probabilities).
     With `sampler.draw == "reference"` and no constraint every draw is the reference's (the same
     generator calls on the same probabilities); with a constraint, clamped positions keep their tokens and take no entropy budget, and
-    allowed sets limit what a position can become.
+    allowed sets limit what a position can become. `probs_out`: a (C, V) float32 buffer the
+    probabilities are written into (the returned `probs` is then that buffer).
     """
     temperature = linear_temperature(
         steps_remaining, sampler.max_denoising_steps, sampler.t_min, sampler.t_max
@@ -60,7 +62,7 @@ def denoise_step(
     processed = logits.div_(temperature)
     if constraint is not None:
         constraint.mask_logits_(processed)
-    probs = torch.softmax(processed, dim=-1, dtype=torch.float32)
+    probs = torch.softmax(processed, dim=-1, dtype=torch.float32, out=probs_out)
     top, argmax = processed.max(dim=-1)  # the first of equal maxima, as argmax
     entropy = entropy_from_probs_(processed, probs, top, argmax)  # `processed` is spent from here on
     if not bool(torch.isfinite(entropy).all()):  # NaN / inf anywhere in a row's logits reach it
