@@ -93,19 +93,26 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def parts_of_step(model, cache, canvas, soft, history, sampler, generator, steps_left):
-    """The four parts of one denoising step, each a closure returning what the next one needs."""
+def parts_of_step(model, cache, canvas, soft, history, sampler, generator, steps_left, buffers):
+    """The four parts of one denoising step, each a closure returning what the next one needs;
+    `buffers`: the kept (logits, probabilities) tensors the engine writes into on a CPU."""
     state = {"canvas": canvas, "soft": soft, "history": history}
 
     def layers():
         state["hidden"] = decode_rows(model, cache, [0], state["canvas"][None], state["soft"])[0]
 
     def head():  # the softcap as the engine writes it for this sampler's draw mode
-        state["logits"] = model.logits(state["hidden"], exact=sampler.draw == "reference")
+        state["logits"] = model.logits(state["hidden"], exact=sampler.draw == "reference", out=buffers[0])
 
     def sampler_step():
         out = denoise_step(
-            state.pop("logits"), state["canvas"], state["history"], steps_left, sampler, generator
+            state.pop("logits"),
+            state["canvas"],
+            state["history"],
+            steps_left,
+            sampler,
+            generator,
+            probs_out=buffers[1],
         )
         state.update(canvas=out.canvas, history=out.history, probs=out.probs)
 
@@ -165,7 +172,10 @@ def main() -> None:
         generator = torch.Generator().manual_seed(0)
         canvas = torch.randint(0, V, (args.canvas,), generator=generator)
         history = torch.full((0, args.canvas), -1, dtype=torch.long)
-        state, parts = parts_of_step(model, cache, canvas, None, history, sampler, generator, args.steps + 1)
+        buffers = (torch.empty(args.canvas, V), torch.empty(args.canvas, V))
+        state, parts = parts_of_step(
+            model, cache, canvas, None, history, sampler, generator, args.steps + 1, buffers
+        )
         flops: dict[str, int] = {}
         for name, part in parts.items():  # the warm-up step, FLOPs counted
             with FlopCounterMode(display=False) as counter, _useful_products():
@@ -182,6 +192,7 @@ def main() -> None:
                 sampler,
                 generator,
                 args.steps - step,
+                buffers,
             )
             for name, part in parts.items():
                 times[name].append(_timed(part))
