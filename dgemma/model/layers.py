@@ -197,6 +197,8 @@ class Experts(nn.Module):
         """
         N, K = ids.shape
         E = gate_up.shape[0]
+        if N * K == 0:
+            return None
         flat = ids.reshape(-1)
         # rank of each assignment among its expert's, in token order (the sorted path's order)
         rank = F.one_hot(flat, E).cumsum(0).gather(1, flat[:, None]).squeeze(1) - 1

@@ -10,7 +10,8 @@ contents they overwrite, so a draw allocates nothing vocabulary-sized.
   The same distribution (a token of probability 0 is never drawn: its cumulative sum does not rise
   past the one before it) from a different random stream. The running sum is taken in two levels:
   over blocks of about sqrt(V) entries, then inside the block the uniform falls in, since a
-  cumulative sum along a row does not vectorize (on a CPU it cost ~4x a softmax at V = 4096).
+  cumulative sum along a row does not vectorize (on a CPU at 64 x 4096 it took 99 us, the softmax
+  59 us; the two-level draw takes 66 us in all, one running sum with its searches 126 us).
 """
 
 from __future__ import annotations
