@@ -7,6 +7,8 @@ top-k 2 of 4, distinct encoder and decoder layer scalars, and every norm and sca
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import torch
 from transformers import DynamicCache
 
@@ -124,3 +126,26 @@ def test_the_fast_softcap_stays_within_1e5_of_the_references(checkpoint, model):
         ref_logits = _ref_encoder_logits(ref, hidden)
     assert _report("exact softcap", exact, ref_logits) <= 1e-6
     assert _report("fast softcap", fast, ref_logits) <= 1e-5
+
+
+def test_router_weights_are_the_references_bit_for_bit():
+    from transformers.models.diffusion_gemma.configuration_diffusion_gemma import DiffusionGemmaTextConfig
+    from transformers.models.diffusion_gemma.modeling_diffusion_gemma import DiffusionGemmaTextRouter
+
+    from dgemma.model.layers import Router
+
+    config = DiffusionGemmaTextConfig(hidden_size=64, num_experts=8, top_k_experts=2)
+    ref = DiffusionGemmaTextRouter(config)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    mine = Router(
+        SimpleNamespace(top_k_experts=2, hidden_size=64, rms_norm_eps=config.rms_norm_eps, num_experts=8)
+    )
+    mine.load_state_dict(ref.state_dict())
+    x = torch.randn(256, 64, generator=g)
+    with torch.no_grad():
+        _, ref_weights, ref_ids = ref(x)
+        weights, ids = mine(x)
+    assert torch.equal(ids, ref_ids) and torch.equal(weights, ref_weights)
