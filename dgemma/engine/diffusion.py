@@ -33,7 +33,7 @@ from dgemma.engine.logprobs import token_logprobs
 from dgemma.engine.passes import decode_rows, encode_rows
 from dgemma.engine.request import Request, check_fits
 from dgemma.engine.results import Completion, FinishReason, Phase, RowStats, TokenLogprob
-from dgemma.model import DiffusionGemma
+from dgemma.model import DiffusionGemma, reference_numerics
 from dgemma.sampling import denoise_step
 from dgemma.sampling.constraints import CanvasConstraint
 
@@ -71,6 +71,12 @@ class GenerationError(RuntimeError):
 
 def slots_needed(request: Request, canvas_length: int) -> int:
     return len(request.prompt) + math.ceil(request.max_new_tokens / canvas_length) * canvas_length
+
+
+def _reference_rows(rows: list[_Row]) -> bool:
+    """Whether a pass runs with the reference's rounding: a row in it asked for reference draws
+    (its tokens then follow the reference's; its batch-mates' differ from theirs alone by rounding)."""
+    return any(r.request.sampler.draw == "reference" for r in rows)
 
 
 def _sync(device: torch.device) -> None:
@@ -188,7 +194,7 @@ class DiffusionEngine:
         model = self.model
         _sync(model.device)
         start = time.perf_counter()
-        with torch.inference_mode():  # per phase, never across a yield to an event consumer
+        with torch.inference_mode(), reference_numerics(_reference_rows(rows)):  # per phase
             images = [r.request.images if r.phase is Phase.PREFILL else () for r in rows]
             encode_rows(model, self.cache, [r.slot for r in rows], [r.pending for r in rows], images)
         _sync(model.device)
@@ -224,7 +230,7 @@ class DiffusionEngine:
         model = self.model
         _sync(model.device)
         start = time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), reference_numerics(_reference_rows(rows)):
             canvas = torch.stack([r.canvas for r in rows])
             soft = None
             if any(r.soft is not None for r in rows):

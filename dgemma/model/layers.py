@@ -7,6 +7,9 @@ outputs are accumulated in ascending expert order so sums round the same way.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -126,6 +129,21 @@ DENSE_EXPERTS_MAX_MACS_PER_CANVAS = 12_000_000
 DENSE_COMPILED_MAX_WASTE = 4  # experts per routed expert up to which a compiled graph runs them all
 
 
+_REFERENCE_NUMERICS = contextvars.ContextVar("dgemma_reference_numerics", default=False)
+
+
+@contextlib.contextmanager
+def reference_numerics(on: bool = True):
+    """Inside it, passes round as the reference does where a faster path of dgemma's rounds
+    differently: the routed experts on a CPU take the reference's grouped GEMM order instead of the
+    padded blocks. The sampler's reference draws run their passes under it."""
+    token = _REFERENCE_NUMERICS.set(on)
+    try:
+        yield
+    finally:
+        _REFERENCE_NUMERICS.reset(token)
+
+
 TORCH_VERSION = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
 
 
@@ -171,7 +189,8 @@ class Experts(nn.Module):
         """x (N, H), weights/ids (N, K) -> (N, H)."""
         gate_up, down = self.banks(x.dtype)
         compiling = torch.compiler.is_compiling()
-        if x.device.type == "cpu" and not torch.is_grad_enabled() and not compiling:
+        fast_cpu = x.device.type == "cpu" and not torch.is_grad_enabled() and not compiling
+        if fast_cpu and not _REFERENCE_NUMERICS.get():
             out = self._padded(x, weights, ids, gate_up, down)
             if out is not None:
                 return out
@@ -219,17 +238,20 @@ class Experts(nn.Module):
     def _sorted(self, x, weights, ids, gate_up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
         """Assignments sorted by expert, one grouped GEMM pair over all experts, no host sync.
 
-        The per-expert offsets stay on the device; each token's k results are put back in top-k
-        order and summed there (float32)."""
+        The per-expert offsets stay on the device; each result is scaled by its routing weight,
+        put back in top-k order and summed there. The order of the sort and of these steps is the
+        reference's: with it the float32 experts of the issue-15 config round bit for bit as the
+        reference's do (a stable sort, or the weights applied after the reordering, differ by 1 ulp).
+        """
         N, K = ids.shape
         flat_ids = ids.reshape(-1)
-        order = torch.argsort(flat_ids, stable=True)
+        order = torch.sort(flat_ids).indices
         offsets = torch.bincount(flat_ids, minlength=gate_up.shape[0]).cumsum(0).to(torch.int32)
         gate, up = torch._grouped_mm(x[order // K], gate_up.transpose(1, 2), offs=offsets).chunk(2, -1)
         h = torch._grouped_mm(self.act(gate) * up, down.transpose(1, 2), offs=offsets)
-        per_assignment = torch.empty_like(h, dtype=torch.float32).index_copy_(0, order, h.float())
-        out = (per_assignment.view(N, K, -1) * weights.unsqueeze(-1)).sum(dim=1)
-        return out.to(x.dtype)
+        scaled = h.float() * weights.reshape(-1)[order].unsqueeze(-1)
+        per_assignment = torch.empty_like(scaled).index_copy_(0, order, scaled)
+        return per_assignment.view(N, K, -1).sum(dim=1).to(x.dtype)
 
     def _grouped(self, x, weights, ids, gate_up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
         """Tokens grouped by expert, one GEMM pair per expert hit, summed in ascending expert order."""
